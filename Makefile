@@ -1,0 +1,46 @@
+# modelcommons — the commands. `make test` is the one CI runs.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+DEPS = eval "$$(hack/deps.sh)"
+
+.PHONY: help deps test lint crds contracts cluster-up cluster-down bench selftest clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+deps: ## install what is missing (npm packages, libtorch, the control-plane binaries)
+	@$(DEPS) && echo "LIBTORCH=$$LIBTORCH" && echo "control plane: $$MODELCOMMONS_CONTROLPLANE_BIN"
+
+test: ## install, check generated files, lint, and run every test against real parts
+	hack/test.sh
+
+lint: ## rustfmt and clippy
+	$(DEPS) && cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings
+
+crds: ## regenerate the CRD YAML from the Rust types
+	$(DEPS) && cargo run -q -p modelcommons-crds --bin crdgen -- --write
+
+contracts: ## recompile the Solidity sources into contracts/artifacts
+	$(DEPS) && node contracts/build.js
+
+cluster-up: ## start a local control plane in the background (kubeconfig: .tmp/cluster/kubeconfig)
+	$(DEPS) && cargo build -q -p modelcommons-testbed --bin testbed
+	@mkdir -p .tmp
+	@if [ -f .tmp/testbed.pid ] && kill -0 $$(cat .tmp/testbed.pid) 2>/dev/null; then echo "already running"; exit 0; fi
+	@nohup target/debug/testbed up --dir .tmp/cluster >.tmp/testbed.log 2>&1 & echo $$! >.tmp/testbed.pid
+	@for i in $$(seq 1 600); do [ -f .tmp/cluster/ready ] && break; kill -0 $$(cat .tmp/testbed.pid) 2>/dev/null || { cat .tmp/testbed.log; exit 1; }; sleep 0.2; done
+	@cat .tmp/testbed.log
+
+cluster-down: ## stop the local control plane and remove its data
+	@if [ -f .tmp/testbed.pid ]; then kill -TERM $$(cat .tmp/testbed.pid) 2>/dev/null || true; \
+	  while kill -0 $$(cat .tmp/testbed.pid) 2>/dev/null; do sleep 0.2; done; rm -f .tmp/testbed.pid; fi
+	@rm -rf .tmp/cluster && echo "control plane stopped"
+
+bench: ## measure the test bed: control-plane and anvil start times, warm `make test` wall time
+	hack/bench.sh
+
+selftest: ## train a tiny network with libtorch and print the loss curve
+	$(DEPS) && cargo run -q -p modelcommons-trainer -- selftest
+
+clean: ## remove build outputs (the version caches in ~/.cache/modelcommons stay)
+	cargo clean && rm -rf .tmp

@@ -1,0 +1,225 @@
+//! `Datanet`: verifiable, paid data for one model.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{ChainRecord, ConfigMapKeyRef, LocalRef};
+
+/// A dataset gathered from contributors who are paid for verified, relevant data. The
+/// operator fetches every contribution in the manifest, checks its sha256 and the
+/// contributor's signature, drops duplicates, scores quality, computes each contributor's
+/// reward, and seals a versioned dataset whose Merkle roots (data and rewards) go on chain.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "modelcommons.dev",
+    version = "v1alpha1",
+    kind = "Datanet",
+    doc = "A dataset gathered from contributors who are paid for verified, relevant data: contributions are hash- and signature-checked, deduplicated and scored, and each sealed version has Merkle roots (data and rewards) on chain.",
+    namespaced,
+    status = "DatanetStatus",
+    shortname = "dn",
+    category = "modelcommons",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Proposal","type":"string","jsonPath":".spec.proposalRef.name"}"#,
+    printcolumn = r#"{"name":"Version","type":"integer","jsonPath":".status.version"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"integer","jsonPath":".status.counts.accepted"}"#,
+    printcolumn = r#"{"name":"Rejected","type":"integer","jsonPath":".status.counts.rejected"}"#,
+    printcolumn = r#"{"name":"Root","type":"string","jsonPath":".status.datasetRoot","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatanetSpec {
+    /// The ModelProposal this data is gathered for (same namespace). Cannot change after
+    /// creation: rewards are paid from that proposal's mandate.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("proposalRef is immutable: create a new Datanet for another proposal"))]
+    pub proposal_ref: LocalRef,
+
+    /// What data is wanted and what makes it relevant; shown to contributors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub description: Option<String>,
+
+    /// The format every contribution must have.
+    pub format: DataFormat,
+
+    /// Where the list of contributions comes from.
+    pub contributions: ContributionSource,
+
+    /// How contributions are filtered.
+    #[serde(default)]
+    pub curation: Curation,
+
+    /// How contributors are paid.
+    pub rewards: Rewards,
+}
+
+/// The kind of records in a contribution.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum RecordKind {
+    /// JSON Lines: one JSON object per line.
+    Jsonl,
+}
+
+/// The format of contributed files.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataFormat {
+    /// The record format. Only `Jsonl` today.
+    #[serde(rename = "type")]
+    pub kind: RecordKind,
+    /// The fields every record must have, e.g. `["prompt", "completion"]` for supervised
+    /// fine-tuning or `["text"]` for plain text. Records missing one are rejected.
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"))
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub fields: Vec<String>,
+    /// The largest contribution accepted, in bytes (default 5 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1073741824))]
+    pub max_bytes_per_contribution: Option<u64>,
+}
+
+/// Where the contributions manifest is read from: exactly one of `manifestUri` or
+/// `configMapRef`. The manifest lists `{id, contributor, uri, sha256, signature, license}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.manifestUri) != has(self.configMapRef)").message("set exactly one of contributions.manifestUri or contributions.configMapRef"))]
+pub struct ContributionSource {
+    /// A manifest at a storage URI: `s3://`, `gs://`, `az://`, `http(s)://`, `file://` or
+    /// `pvc://<claim>/<path>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(s3|gs|az|https?|file|pvc)://.+$"))]
+    pub manifest_uri: Option<String>,
+    /// A manifest stored under a key of a ConfigMap in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ConfigMapKeyRef>,
+}
+
+/// How duplicates are detected.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum Dedup {
+    /// No deduplication.
+    None,
+    /// Byte-identical records after whitespace normalization.
+    Exact,
+    /// Exact plus near-duplicates (MinHash over word shingles).
+    #[default]
+    Near,
+}
+
+/// Filters applied during curation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Curation {
+    /// How duplicates are detected (default `Near`). Later duplicates of an earlier
+    /// contribution are rejected and not paid.
+    #[serde(default)]
+    pub dedup: Dedup,
+    /// Minimum quality score to be accepted, in basis points (0–10000; 7000 = 0.70).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub min_quality_bps: Option<u32>,
+    /// At most this many accepted contributions per contributor (unset: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_per_contributor: Option<u32>,
+}
+
+/// How the reward pool is split.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum RewardPolicy {
+    /// By accepted records, weighted by quality score.
+    #[default]
+    QualityWeighted,
+    /// By accepted records, unweighted.
+    Proportional,
+    /// The same amount for each contributor with at least one accepted contribution.
+    Equal,
+}
+
+/// The contributors' reward pool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rewards {
+    /// The pool per dataset version, in OPEN base units as a decimal string (> 0). Funded on
+    /// chain when the version is published; contributors claim with Merkle proofs.
+    #[schemars(regex(pattern = r"^[0-9]{1,78}$"), length(max = 78))]
+    #[x_kube(validation = Rule::new("self.matches('^0*[1-9][0-9]*$')").message("rewards.pool must be greater than zero"))]
+    pub pool: String,
+    /// How the pool is split (default `QualityWeighted`).
+    #[serde(default)]
+    pub policy: RewardPolicy,
+}
+
+/// Where a Datanet stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DatanetPhase {
+    /// Waiting for a manifest (or for the proposal's approval).
+    Collecting,
+    /// A curation Job runs.
+    Curating,
+    /// A sealed, versioned dataset is available.
+    Ready,
+    /// Curation failed; see the conditions.
+    Failed,
+}
+
+/// Contribution counts of the current version.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatanetCounts {
+    /// Contributions listed in the manifest.
+    pub total: u32,
+    /// Contributions accepted into the dataset.
+    pub accepted: u32,
+    /// Contributions rejected, all reasons together.
+    pub rejected: u32,
+    /// Rejections by reason (`HashMismatch`, `BadSignature`, `Duplicate`, `LowQuality`,
+    /// `BadFormat`, `TooLarge`, `OverContributorLimit`, `FetchFailed`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rejected_by_reason: std::collections::BTreeMap<String, u32>,
+}
+
+/// The observed state of a Datanet.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatanetStatus {
+    /// Collecting, Curating, Ready or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<DatanetPhase>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The sealed dataset version (1, 2, …); a new version when the manifest changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// Counts of the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<DatanetCounts>,
+    /// The Merkle root over the accepted records (0x + 64 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_root: Option<String>,
+    /// The Merkle root over the reward map (OpenZeppelin MerkleProof-compatible leaves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_root: Option<String>,
+    /// The content-addressed curated dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_uri: Option<String>,
+    /// The content-addressed reward map (contributor → amount → reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_map_uri: Option<String>,
+    /// The on-chain publication of this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainRecord>,
+    /// Standard conditions (`Ready`, `LedgerSynced`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}

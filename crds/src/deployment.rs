@@ -1,0 +1,248 @@
+//! `ModelDeployment`: the last mile — a permissioned, metered, OpenAI-compatible endpoint.
+//!
+//! Named `ModelDeployment`, not `Deployment`, so it never shadows `apps/v1 Deployment` in
+//! kubectl.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Serves a trained model as an OpenAI-compatible (and MCP) endpoint with API keys, per-
+/// consumer rate limits and token metering; usage revenue is settled per epoch among the model
+/// host, the data contributors and the validators.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "modelcommons.dev",
+    version = "v1alpha1",
+    kind = "ModelDeployment",
+    doc = "Serves a trained model as a permissioned, metered OpenAI-compatible (and MCP) endpoint with API keys, per-consumer rate limits, canary rollouts and usage settled on chain.",
+    namespaced,
+    status = "ModelDeploymentStatus",
+    shortname = "mdep",
+    category = "modelcommons",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Canary","type":"integer","jsonPath":".spec.canary.trafficPercent"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("set replicas or autoscaling, not both"),
+    validation = Rule::new("!has(self.canary) || oldSelf.hasValue()").optional_old_self(true).message("canary needs a previous revision: create the ModelDeployment without canary, then change modelRef and add canary to roll out the new revision")
+)]
+pub struct ModelDeploymentSpec {
+    /// The model to serve: exactly one of a FineTuneJob, an RLHFRound, or an artifact URI
+    /// with its digest. Changing it rolls out a new revision (gradually with `canary`).
+    pub model_ref: ModelRef,
+
+    /// A fixed number of server replicas (default 1). Not with `autoscaling`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<u32>,
+
+    /// Horizontal autoscaling on in-flight requests. Not with `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+
+    /// What each replica gets.
+    #[serde(default)]
+    pub resources: ServeResources,
+
+    /// Who may call the endpoint: API keys from Secrets, or `public: true`.
+    pub access: Access,
+
+    /// Per-consumer limits; requests over them get HTTP 429 with `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimits>,
+
+    /// The price of usage, settled per epoch on chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
+
+    /// Protocols served (default `[openai]`).
+    #[serde(default = "default_integrations")]
+    #[schemars(length(min = 1, max = 2))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub integrations: Vec<Integration>,
+
+    /// Gradual rollout of a changed `modelRef`: the new revision gets this share of traffic,
+    /// the previous one the rest, until `trafficPercent` reaches 100 (promotion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+fn default_integrations() -> Vec<Integration> {
+    vec![Integration::Openai]
+}
+
+/// The model served: exactly one source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.fineTuneJob), has(self.rlhfRound), has(self.artifact)].filter(x, x).size() == 1").message("modelRef: set exactly one of fineTuneJob, rlhfRound or artifact"))]
+pub struct ModelRef {
+    /// A Succeeded FineTuneJob in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub fine_tune_job: Option<String>,
+    /// A Completed RLHFRound in this namespace (its aligned model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub rlhf_round: Option<String>,
+    /// A model directory by URI and digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<Artifact>,
+}
+
+/// A model directory in the Hugging Face layout, by URI and weights digest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// `s3://`, `gs://`, `az://`, `http(s)://`, `file://` or `pvc://<claim>/<path>`.
+    #[schemars(regex(pattern = r"^(s3|gs|az|https?|file|pvc)://.+$"))]
+    pub uri: String,
+    /// sha256 of the weights (lowercase hex), verified before serving.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: String,
+}
+
+/// Autoscaling bounds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed maxReplicas"))]
+pub struct Autoscaling {
+    /// The fewest replicas (0 allows scale to zero).
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_replicas: u32,
+    /// The most replicas.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: u32,
+    /// In-flight requests per replica to scale at (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub target_concurrency: Option<u32>,
+}
+
+/// Resources per server replica.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServeResources {
+    /// GPUs (`nvidia.com/gpu`) per replica (default 0: CPU serving).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 16))]
+    pub gpus: u32,
+    /// CPU request as a Kubernetes quantity (default "2").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?m?$"))]
+    pub cpu: Option<String>,
+    /// Memory request as a Kubernetes quantity (default "8Gi").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
+    pub memory: Option<String>,
+}
+
+/// Access control.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.public || size(self.apiKeySecrets) > 0").message("access: name at least one apiKeySecrets entry, or set public: true to serve without keys"))]
+pub struct Access {
+    /// Serve without API keys (rate limits then apply per client address).
+    #[serde(default)]
+    pub public: bool,
+    /// Secrets in this namespace holding API keys: each key of each Secret is one consumer
+    /// (the key name) and its token (the value).
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    pub api_key_secrets: Vec<String>,
+    /// If set, only these consumers (Secret key names) may call; others get HTTP 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024), inner(length(min = 1, max = 253)))]
+    pub allowed_consumers: Vec<String>,
+}
+
+/// Per-consumer rate limits.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimits {
+    /// Requests per minute per consumer (> 0).
+    #[schemars(range(min = 1))]
+    pub requests_per_minute: u32,
+    /// Prompt + completion tokens per minute per consumer (> 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// Usage pricing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pricing {
+    /// The price per 1000 tokens (prompt + completion), in OPEN base units as a decimal string.
+    #[schemars(regex(pattern = r"^[0-9]{1,78}$"), length(max = 78))]
+    pub per_1k_tokens: String,
+    /// The settlement epoch, e.g. "24h" (default "24h", at least 1m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("pricing.epoch must be at least 1m"))]
+    pub epoch: Option<String>,
+}
+
+/// A protocol the server speaks.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Integration {
+    /// The OpenAI HTTP API: `/v1/models`, `/v1/completions`, `/v1/chat/completions`.
+    Openai,
+    /// The Model Context Protocol, for agent frameworks.
+    Mcp,
+}
+
+/// A canary rollout step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Canary {
+    /// The new revision's share of traffic, 0–100; 100 promotes it.
+    #[schemars(range(min = 0, max = 100))]
+    pub traffic_percent: u32,
+}
+
+/// Where a deployment stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ModelDeploymentPhase {
+    /// Waiting for the model.
+    Pending,
+    /// A revision rolls out.
+    Rolling,
+    /// Serving at the desired replicas.
+    Ready,
+    /// Serving below the desired replicas, or failing.
+    Degraded,
+}
+
+/// The observed state of a ModelDeployment.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    /// Pending, Rolling, Ready or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ModelDeploymentPhase>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The in-cluster URL of the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Ready replicas over desired, e.g. "2/2".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<String>,
+    /// The digest of the model the newest revision serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_revision: Option<String>,
+    /// The digest served before the newest revision (receives the non-canary traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_revision: Option<String>,
+    /// Standard conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}

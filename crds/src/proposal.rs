@@ -1,0 +1,219 @@
+//! `ModelProposal`: intent, stake, governance and mandate of one specialized model.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::MetricTarget;
+use crate::deployment::Integration;
+
+/// A proposal to build one specialized model: what it is for, the proposer's stake behind it,
+/// how token holders decide on it, and — once approved — the mandate (budget, data needs,
+/// evaluation rubric) every Datanet, FineTuneJob and RLHFRound of the model works under.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "modelcommons.dev",
+    version = "v1alpha1",
+    kind = "ModelProposal",
+    doc = "A proposal to build one specialized model, staked by its proposer and decided by token-weighted governance on chain; once approved, its mandate (budget, data needs, evaluation rubric) governs every Datanet, FineTuneJob and RLHFRound of the model.",
+    namespaced,
+    status = "ModelProposalStatus",
+    shortname = "mp",
+    category = "modelcommons",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.domain"}"#,
+    printcolumn = r#"{"name":"Stake","type":"string","jsonPath":".spec.stake"}"#,
+    printcolumn = r#"{"name":"For","type":"string","jsonPath":".status.tally.forVotes","priority":1}"#,
+    printcolumn = r#"{"name":"Against","type":"string","jsonPath":".status.tally.againstVotes","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelProposalSpec {
+    /// A short human title of the model, e.g. "Contract-clause review assistant".
+    #[schemars(length(min = 1, max = 120))]
+    pub title: String,
+
+    /// The specialization domain, a lowercase DNS-label-like slug, e.g. `legal-contracts`.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    pub domain: String,
+
+    /// What the model must do and for whom; shown to token holders when they vote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub description: Option<String>,
+
+    /// The proposer's EVM address (0x followed by 40 hex digits). The stake is escrowed from
+    /// this account on chain; it is refunded on approval and partly slashed on defeat.
+    #[schemars(regex(pattern = r"^0x[0-9a-fA-F]{40}$"))]
+    pub proposer: String,
+
+    /// The stake, in OPEN token base units (1 OPEN = 10^18 base units), as a decimal string
+    /// so no precision is lost: e.g. "1000000000000000000000" for 1000 OPEN. Must be > 0.
+    #[schemars(regex(pattern = r"^[0-9]{1,78}$"), length(max = 78))]
+    #[x_kube(validation = Rule::new("self.matches('^0*[1-9][0-9]*$')").message("stake must be greater than zero (token base units as a decimal string)"))]
+    pub stake: String,
+
+    /// How token holders decide. Unset fields take the operator's defaults.
+    #[serde(default)]
+    pub governance: Governance,
+
+    /// What the model may consume and must achieve once approved.
+    pub mandate: Mandate,
+}
+
+/// Voting parameters, applied on chain when the proposal is registered.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Governance {
+    /// Blocks between registration and the start of voting (the snapshot of voting power is
+    /// taken at the start). Default: the operator's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1000000))]
+    pub voting_delay_blocks: Option<u64>,
+    /// Blocks the vote stays open; at least 1. Default: the operator's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 10000000))]
+    #[x_kube(validation = Rule::new("self >= 1").message("governance.votingPeriodBlocks must be at least 1 block"))]
+    pub voting_period_blocks: Option<u64>,
+    /// The quorum: for + abstain votes needed, as a share of the voting supply at the snapshot,
+    /// in basis points within (0, 10000] (400 = 4%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0 && self <= 10000").message("governance.quorumBps must be within (0, 10000] basis points, i.e. (0, 1]"))]
+    pub quorum_bps: Option<u32>,
+    /// The approval threshold: the share of for votes among for + against needed to pass, in
+    /// basis points within (0, 10000] (5001 = simple majority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0 && self <= 10000").message("governance.approvalThresholdBps must be within (0, 10000] basis points, i.e. (0, 1]"))]
+    pub approval_threshold_bps: Option<u32>,
+}
+
+/// The mandate a model works under once approved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Mandate {
+    /// The compute budget for all FineTuneJobs of this proposal.
+    pub budget: Budget,
+    /// What the Datanets of this proposal must supply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub data_needs: Vec<DataNeed>,
+    /// The rubric every FineTuneJob and RLHFRound of this proposal is judged by.
+    pub evaluation: Evaluation,
+    /// Where the model must be usable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub integration_targets: Vec<IntegrationTarget>,
+}
+
+/// A compute budget.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("double(self.gpuHours) > 0.0").message("mandate.budget.gpuHours must be greater than zero"))]
+pub struct Budget {
+    /// GPU-hours all FineTuneJobs of the proposal may use together, as a decimal string
+    /// (e.g. "120" or "7.5"). Jobs are gated when it is spent.
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"), length(max = 32))]
+    pub gpu_hours: String,
+    /// The most GPUs the proposal's jobs may hold at once.
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_concurrent_gpus: u32,
+}
+
+/// Data a Datanet must supply.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataNeed {
+    /// A short name, e.g. `annotated-clauses`.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    pub name: String,
+    /// What is needed, for contributors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+    /// Accepted contributions needed before training may start.
+    #[schemars(range(min = 1))]
+    pub min_accepted_contributions: u32,
+    /// The minimum quality score of accepted contributions, in basis points (0–10000).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10000))]
+    pub min_quality_bps: u32,
+}
+
+/// The evaluation rubric.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Evaluation {
+    /// The metrics, each with a direction and a threshold; all must be met. Each metric name
+    /// may appear once.
+    #[schemars(length(min = 1, max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub metrics: Vec<MetricTarget>,
+}
+
+/// A protocol the model must be served over.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrationTarget {
+    /// The protocol.
+    pub protocol: Integration,
+    /// The latency objective for the first token, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub latency_slo_ms: Option<u32>,
+}
+
+/// Where a proposal stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ModelProposalPhase {
+    /// Waiting for the stake to be escrowed on chain.
+    Pending,
+    /// Token holders are voting.
+    Voting,
+    /// The vote passed; the mandate is ratified.
+    Approved,
+    /// The vote failed; part of the stake is slashed.
+    Rejected,
+    /// The vote ended without quorum.
+    Expired,
+    /// Work runs against the mandate.
+    Active,
+    /// A deployment of the model serves.
+    Completed,
+    /// Deleted before a decision; the stake is returned.
+    Withdrawn,
+}
+
+/// The vote count mirrored from the chain. Amounts are governance-token base units as
+/// decimal strings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tally {
+    /// Votes for.
+    pub for_votes: String,
+    /// Votes against.
+    pub against_votes: String,
+    /// Abstentions (count toward quorum).
+    pub abstain_votes: String,
+    /// Whether for + abstain votes reached the quorum.
+    pub quorum_reached: bool,
+}
+
+/// The observed state of a ModelProposal.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelProposalStatus {
+    /// Where the proposal stands: Pending, Voting, Approved, Rejected, Expired, Active,
+    /// Completed or Withdrawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ModelProposalPhase>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The vote count, mirrored from the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tally: Option<Tally>,
+    /// Standard conditions (`Ready`, `LedgerSynced`, …) with reasons that say what to do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}

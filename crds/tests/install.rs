@@ -1,0 +1,128 @@
+//! The generated CRDs install on a real API server, and the server enforces their schema.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use modelcommons_crds::{ModelProposal, all_crds};
+use modelcommons_testbed::{TestNamespace, cluster};
+use serde_json::json;
+
+async fn install_crds(client: &kube::Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in all_crds() {
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply("modelcommons.dev-test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for crd in all_crds() {
+        loop {
+            let c = crds.get(&crd.name_any()).await.unwrap();
+            let established = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not Established after 30s",
+                crd.name_any()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn proposal(name: &str, proposer: &str, stake: &str) -> ModelProposal {
+    serde_json::from_value(json!({
+        "apiVersion": "modelcommons.dev/v1alpha1",
+        "kind": "ModelProposal",
+        "metadata": { "name": name },
+        "spec": {
+            "title": "Contract-clause review assistant",
+            "domain": "legal-contracts",
+            "proposer": proposer,
+            "stake": stake,
+            "mandate": {
+                "budget": { "gpuHours": "120", "maxConcurrentGpus": 8 },
+                "evaluation": { "metrics": [{ "name": "accuracy", "direction": "Maximize", "threshold": "0.8" }] }
+            }
+        }
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn crds_become_established_and_the_server_enforces_the_schema() {
+    let cluster = cluster().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "crd").await.unwrap();
+    let api: Api<ModelProposal> = Api::namespaced(client.clone(), ns.name());
+    let pp = PostParams::default();
+
+    let ok = proposal(
+        "clause-review",
+        "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+        "1000000000000000000000",
+    );
+    let created = api.create(&pp, &ok).await.unwrap();
+    assert_eq!(created.spec.stake, "1000000000000000000000");
+
+    let refused = |name: &'static str, p: ModelProposal, expect: &'static str| {
+        let api = api.clone();
+        async move {
+            let err = api
+                .create(&PostParams::default(), &p)
+                .await
+                .expect_err(name);
+            let text = err.to_string();
+            assert!(
+                text.contains(expect),
+                "{name}: expected the refusal to mention {expect:?}, got: {text}"
+            );
+        }
+    };
+    refused(
+        "bad address",
+        proposal("bad-address", "0x1234", "1"),
+        "spec.proposer",
+    )
+    .await;
+    refused(
+        "zero stake",
+        proposal(
+            "zero-stake",
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            "000",
+        ),
+        "stake must be greater than zero",
+    )
+    .await;
+    refused(
+        "float stake",
+        proposal(
+            "float-stake",
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            "1.5",
+        ),
+        "spec.stake",
+    )
+    .await;
+    assert_eq!(
+        api.list(&Default::default()).await.unwrap().items.len(),
+        1,
+        "refused objects are not stored"
+    );
+    ns.delete().await.unwrap();
+}

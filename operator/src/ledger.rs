@@ -1,0 +1,164 @@
+//! The ledger mirror: bindings to the modelcommons contracts and a client over alloy.
+//!
+//! alloy is used rather than ethers-rs, which is archived. The bindings are generated at
+//! compile time from the artifacts that `make contracts` writes with solc, so a contract change
+//! that is not recompiled cannot silently diverge from the Rust side (the artifact check fails).
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+
+/// Bindings generated from the solc artifacts (`make contracts`).
+#[allow(clippy::too_many_arguments)]
+pub mod bindings {
+    alloy::sol!(
+        /// OPEN, the utility token (stakes, reward pools, bonds, usage revenue).
+        #[sol(rpc)]
+        #[derive(Debug)]
+        OpenToken,
+        "../contracts/artifacts/OpenToken.json"
+    );
+}
+use bindings::OpenToken;
+
+/// Errors of the ledger client. Messages say what was attempted and against which endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid RPC URL {url:?}: {reason}")]
+    RpcUrl { url: String, reason: String },
+    #[error("invalid signing key: {0} (expected 32 bytes of hex, with or without 0x)")]
+    Key(String),
+    #[error("deploying {contract}: {source}")]
+    Deploy {
+        contract: &'static str,
+        #[source]
+        source: Box<alloy::contract::Error>,
+    },
+    #[error("calling {contract}.{method} at {address}: {source}")]
+    Call {
+        contract: &'static str,
+        method: &'static str,
+        address: Address,
+        #[source]
+        source: Box<alloy::contract::Error>,
+    },
+    #[error("no contract code at {address}: wrong address or wrong chain")]
+    NoCode { address: Address },
+    #[error("RPC transport: {0}")]
+    Transport(#[from] alloy::transports::TransportError),
+}
+
+impl Error {
+    /// A short, bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::RpcUrl { .. } | Error::Key(_) => "config",
+            Error::Deploy { .. } => "deploy",
+            Error::Call { .. } => "call",
+            Error::NoCode { .. } => "no_code",
+            Error::Transport(_) => "transport",
+        }
+    }
+}
+
+/// Result with the ledger's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the chain says about an OPEN token contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub name: String,
+    pub symbol: String,
+    pub decimals: u8,
+    pub total_supply: U256,
+}
+
+/// A connection to the chain with the operator's signing key.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    provider: alloy::providers::DynProvider,
+    signer: Address,
+}
+
+impl Ledger {
+    /// Connects to `rpc_url` (HTTP JSON-RPC) signing with `private_key` (hex). The key is
+    /// never logged or included in errors.
+    pub fn connect(rpc_url: &str, private_key: &str) -> Result<Self> {
+        let url = rpc_url
+            .parse()
+            .map_err(|e: url::ParseError| Error::RpcUrl {
+                url: rpc_url.into(),
+                reason: e.to_string(),
+            })?;
+        let signer: PrivateKeySigner = private_key
+            .trim()
+            .parse()
+            .map_err(|e: alloy::signers::local::LocalSignerError| Error::Key(e.to_string()))?;
+        let address = signer.address();
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(url)
+            .erased();
+        Ok(Self {
+            provider,
+            signer: address,
+        })
+    }
+
+    /// The operator's own address (derived from its key).
+    pub fn address(&self) -> Address {
+        self.signer
+    }
+
+    /// Deploys an OPEN token minting `supply` base units to `treasury`.
+    pub async fn deploy_open_token(&self, treasury: Address, supply: U256) -> Result<Address> {
+        let token = OpenToken::deploy(&self.provider, treasury, supply)
+            .await
+            .map_err(|source| Error::Deploy {
+                contract: "OpenToken",
+                source: Box::new(source),
+            })?;
+        Ok(*token.address())
+    }
+
+    /// Reads an OPEN token's name, symbol, decimals and supply back from the chain.
+    pub async fn token_info(&self, address: Address) -> Result<TokenInfo> {
+        if self.provider.get_code_at(address).await?.is_empty() {
+            return Err(Error::NoCode { address });
+        }
+        let token = OpenToken::new(address, &self.provider);
+        let call = |method: &'static str| {
+            move |source| Error::Call {
+                contract: "OpenToken",
+                method,
+                address,
+                source: Box::new(source),
+            }
+        };
+        Ok(TokenInfo {
+            name: token.name().call().await.map_err(call("name"))?,
+            symbol: token.symbol().call().await.map_err(call("symbol"))?,
+            decimals: token.decimals().call().await.map_err(call("decimals"))?,
+            total_supply: token
+                .totalSupply()
+                .call()
+                .await
+                .map_err(call("totalSupply"))?,
+        })
+    }
+
+    /// An account's OPEN balance in base units.
+    pub async fn token_balance(&self, token: Address, account: Address) -> Result<U256> {
+        OpenToken::new(token, &self.provider)
+            .balanceOf(account)
+            .call()
+            .await
+            .map_err(|source| Error::Call {
+                contract: "OpenToken",
+                method: "balanceOf",
+                address: token,
+                source: Box::new(source),
+            })
+    }
+}
