@@ -23,6 +23,7 @@ use crate::deployment::Integration;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.domain"}"#,
     printcolumn = r#"{"name":"Stake","type":"string","jsonPath":".spec.stake"}"#,
+    printcolumn = r#"{"name":"GPU-h Left","type":"string","jsonPath":".status.budget.gpuHoursLeft"}"#,
     printcolumn = r#"{"name":"For","type":"string","jsonPath":".status.tally.forVotes","priority":1}"#,
     printcolumn = r#"{"name":"Against","type":"string","jsonPath":".status.tally.againstVotes","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -198,6 +199,54 @@ pub struct Tally {
     pub quorum_reached: bool,
 }
 
+/// The proposal's on-chain record.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProposalChain {
+    /// The Governor proposal id (uint256 as a decimal string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal_id: Option<String>,
+    /// The registry id of the model (0x + 64 hex digits), derived from the object's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
+    /// The transaction that registered the proposal and escrowed the stake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_tx: Option<String>,
+    /// The transaction that executed the decision (ratification, or refund/slash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_tx: Option<String>,
+    /// The block voting power is measured at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_block: Option<u64>,
+    /// The last block of the vote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_block: Option<u64>,
+}
+
+/// The mandate's budget accounting.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// GPU-hours used by the proposal's FineTuneJobs, as a decimal string.
+    pub gpu_hours_used: String,
+    /// GPU-hours left, as a decimal string.
+    pub gpu_hours_left: String,
+}
+
+/// Objects working under the proposal.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Children {
+    /// Datanets referencing the proposal.
+    pub datanets: u32,
+    /// FineTuneJobs referencing the proposal.
+    pub fine_tune_jobs: u32,
+    /// RLHFRounds on the proposal's models.
+    pub rlhf_rounds: u32,
+    /// ModelDeployments serving the proposal's models.
+    pub model_deployments: u32,
+}
+
 /// The observed state of a ModelProposal.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -209,9 +258,18 @@ pub struct ModelProposalStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The proposal on chain: id, transactions, snapshot and deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ProposalChain>,
     /// The vote count, mirrored from the chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tally: Option<Tally>,
+    /// GPU-hours used and left of the mandate's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
+    /// How many objects of each kind work under this proposal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children: Option<Children>,
     /// Standard conditions (`Ready`, `LedgerSynced`, …) with reasons that say what to do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -2,46 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-use std::time::{Duration, Instant};
+mod common;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use modelcommons_crds::{ModelProposal, all_crds};
+use common::install_crds;
+use kube::api::{Api, PostParams};
+use modelcommons_crds::ModelProposal;
 use modelcommons_testbed::{TestNamespace, cluster};
 use serde_json::json;
-
-async fn install_crds(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in all_crds() {
-        crds.patch(
-            &crd.name_any(),
-            &PatchParams::apply("modelcommons.dev-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for crd in all_crds() {
-        loop {
-            let c = crds.get(&crd.name_any()).await.unwrap();
-            let established = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} not Established after 30s",
-                crd.name_any()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
 
 fn proposal(name: &str, proposer: &str, stake: &str) -> ModelProposal {
     serde_json::from_value(json!({
