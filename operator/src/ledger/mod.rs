@@ -9,17 +9,12 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 
-/// Bindings generated from the solc artifacts (`make contracts`).
-#[allow(clippy::too_many_arguments)]
-pub mod bindings {
-    alloy::sol!(
-        /// OPEN, the utility token (stakes, reward pools, bonds, usage revenue).
-        #[sol(rpc)]
-        #[derive(Debug)]
-        OpenToken,
-        "../contracts/artifacts/OpenToken.json"
-    );
-}
+pub mod bindings;
+pub mod governance;
+pub mod ids;
+pub mod merkle;
+pub mod suite;
+
 use bindings::OpenToken;
 
 /// Errors of the ledger client. Messages say what was attempted and against which endpoint.
@@ -47,6 +42,8 @@ pub enum Error {
     NoCode { address: Address },
     #[error("RPC transport: {0}")]
     Transport(#[from] alloy::transports::TransportError),
+    #[error("waiting for a transaction: {0}")]
+    Pending(#[from] alloy::providers::PendingTransactionError),
 }
 
 impl Error {
@@ -57,7 +54,7 @@ impl Error {
             Error::Deploy { .. } => "deploy",
             Error::Call { .. } => "call",
             Error::NoCode { .. } => "no_code",
-            Error::Transport(_) => "transport",
+            Error::Transport(_) | Error::Pending(_) => "transport",
         }
     }
 }
@@ -77,7 +74,7 @@ pub struct TokenInfo {
 /// A connection to the chain with the operator's signing key.
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    provider: alloy::providers::DynProvider,
+    pub(crate) provider: alloy::providers::DynProvider,
     signer: Address,
 }
 
@@ -96,7 +93,16 @@ impl Ledger {
             .parse()
             .map_err(|e: alloy::signers::local::LocalSignerError| Error::Key(e.to_string()))?;
         let address = signer.address();
+        // Nonces are read from the chain (pending block) for every transaction instead of being
+        // cached: a cached nonce is consumed even when gas estimation then fails (a reverting
+        // call), and the next transaction would wait forever behind the gap. The operator writes
+        // rarely, so one extra read per write is cheap, and it survives restarts and other
+        // writers of the same key.
         let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id()
             .wallet(EthereumWallet::from(signer))
             .connect_http(url)
             .erased();
@@ -104,6 +110,11 @@ impl Ledger {
             provider,
             signer: address,
         })
+    }
+
+    /// The provider (signing with the ledger's key), for calls the typed helpers do not cover.
+    pub fn provider(&self) -> &alloy::providers::DynProvider {
+        &self.provider
     }
 
     /// The operator's own address (derived from its key).

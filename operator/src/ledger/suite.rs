@@ -1,0 +1,220 @@
+//! The whole contract suite: deployment (`bootstrap`) and the addresses file the operator reads.
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use serde::{Deserialize, Serialize};
+
+use super::bindings::{
+    GovToken, ModelGovernor, ModelRegistry, ModelTimelock, OpenToken, RewardDistributor,
+    ValidatorPool,
+};
+use super::{Error, Ledger, Result};
+
+/// Deployment parameters. Defaults suit a dev chain (blocks and seconds are short).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SuiteParams {
+    /// OPEN minted to the treasury, in base units.
+    pub supply: U256,
+    /// Blocks between a proposal and the start of its vote.
+    pub voting_delay_blocks: u64,
+    /// Blocks a vote stays open.
+    pub voting_period_blocks: u32,
+    /// The global quorum in percent of the voting supply (proposals from the registry carry
+    /// their own).
+    pub quorum_percent: u64,
+    /// Seconds between a successful vote's queueing and its execution.
+    pub timelock_delay_seconds: u64,
+    /// The share of a defeated proposal's stake sent to the treasury, in basis points.
+    pub slash_bps: u16,
+    /// Seconds a validator waits between requesting an unbond and withdrawing it.
+    pub unbond_delay_seconds: u64,
+}
+
+impl Default for SuiteParams {
+    fn default() -> Self {
+        Self {
+            supply: U256::from(100_000_000u64) * U256::from(10u64).pow(U256::from(18u64)),
+            voting_delay_blocks: 1,
+            voting_period_blocks: 20,
+            quorum_percent: 4,
+            timelock_delay_seconds: 60,
+            slash_bps: 2_000,
+            unbond_delay_seconds: 3_600,
+        }
+    }
+}
+
+/// Where the suite lives; written by `bootstrap`, read by the operator.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SuiteAddresses {
+    pub chain_id: u64,
+    pub open: Address,
+    pub gov_token: Address,
+    pub timelock: Address,
+    pub governor: Address,
+    pub registry: Address,
+    pub distributor: Address,
+    pub validator_pool: Address,
+    /// Receives slashes and swept rewards; holds the minted supply at first.
+    pub treasury: Address,
+}
+
+fn deploy_err(contract: &'static str) -> impl FnOnce(alloy::contract::Error) -> Error {
+    move |source| Error::Deploy {
+        contract,
+        source: Box::new(source),
+    }
+}
+
+fn call_err(
+    contract: &'static str,
+    method: &'static str,
+    address: Address,
+) -> impl FnOnce(alloy::contract::Error) -> Error {
+    move |source| Error::Call {
+        contract,
+        method,
+        address,
+        source: Box::new(source),
+    }
+}
+
+impl Ledger {
+    /// Deploys the suite with this ledger's key as deployer, operator and treasury, wires the
+    /// roles (the timelock governs, the operator operates) and returns the addresses.
+    pub async fn bootstrap(&self, params: &SuiteParams) -> Result<SuiteAddresses> {
+        let p = &self.provider;
+        let me = self.address();
+        let open = *OpenToken::deploy(p, me, params.supply)
+            .await
+            .map_err(deploy_err("OpenToken"))?
+            .address();
+        let gov_token = *GovToken::deploy(p, open)
+            .await
+            .map_err(deploy_err("GovToken"))?
+            .address();
+        let timelock = ModelTimelock::deploy(
+            p,
+            U256::from(params.timelock_delay_seconds),
+            vec![],
+            vec![Address::ZERO],
+            me,
+        )
+        .await
+        .map_err(deploy_err("ModelTimelock"))?;
+        let governor = ModelGovernor::deploy(
+            p,
+            gov_token,
+            *timelock.address(),
+            alloy::primitives::Uint::<48, 1>::from(params.voting_delay_blocks),
+            params.voting_period_blocks,
+            U256::from(params.quorum_percent),
+        )
+        .await
+        .map_err(deploy_err("ModelGovernor"))?;
+        let registry =
+            ModelRegistry::deploy(p, open, *governor.address(), me, params.slash_bps, me)
+                .await
+                .map_err(deploy_err("ModelRegistry"))?;
+        let distributor = RewardDistributor::deploy(p, open, me, me)
+            .await
+            .map_err(deploy_err("RewardDistributor"))?;
+        let pool = ValidatorPool::deploy(p, open, me, params.unbond_delay_seconds, me)
+            .await
+            .map_err(deploy_err("ValidatorPool"))?;
+
+        let (t, g, r, d, v) = (
+            *timelock.address(),
+            *governor.address(),
+            *registry.address(),
+            *distributor.address(),
+            *pool.address(),
+        );
+        // Wiring: the governor proposes to the timelock; the registry proposes to the governor;
+        // the timelock governs the registry and the distributor; the operator operates.
+        let proposer_role = timelock.PROPOSER_ROLE().call().await.map_err(call_err(
+            "ModelTimelock",
+            "PROPOSER_ROLE",
+            t,
+        ))?;
+        let canceller_role = timelock.CANCELLER_ROLE().call().await.map_err(call_err(
+            "ModelTimelock",
+            "CANCELLER_ROLE",
+            t,
+        ))?;
+        for role in [proposer_role, canceller_role] {
+            timelock
+                .grantRole(role, g)
+                .send()
+                .await
+                .map_err(call_err("ModelTimelock", "grantRole", t))?
+                .watch()
+                .await?;
+        }
+        governor
+            .setRegistry(r)
+            .send()
+            .await
+            .map_err(call_err("ModelGovernor", "setRegistry", g))?
+            .watch()
+            .await?;
+        let op = registry.OPERATOR_ROLE().call().await.map_err(call_err(
+            "ModelRegistry",
+            "OPERATOR_ROLE",
+            r,
+        ))?;
+        let gov = registry.GOVERNANCE_ROLE().call().await.map_err(call_err(
+            "ModelRegistry",
+            "GOVERNANCE_ROLE",
+            r,
+        ))?;
+        registry
+            .grantRole(op, me)
+            .send()
+            .await
+            .map_err(call_err("ModelRegistry", "grantRole", r))?
+            .watch()
+            .await?;
+        registry
+            .grantRole(gov, t)
+            .send()
+            .await
+            .map_err(call_err("ModelRegistry", "grantRole", r))?
+            .watch()
+            .await?;
+        distributor
+            .grantRole(op, me)
+            .send()
+            .await
+            .map_err(call_err("RewardDistributor", "grantRole", d))?
+            .watch()
+            .await?;
+        distributor
+            .grantRole(gov, t)
+            .send()
+            .await
+            .map_err(call_err("RewardDistributor", "grantRole", d))?
+            .watch()
+            .await?;
+        pool.grantRole(op, me)
+            .send()
+            .await
+            .map_err(call_err("ValidatorPool", "grantRole", v))?
+            .watch()
+            .await?;
+
+        Ok(SuiteAddresses {
+            chain_id: p.get_chain_id().await?,
+            open,
+            gov_token,
+            timelock: t,
+            governor: g,
+            registry: r,
+            distributor: d,
+            validator_pool: v,
+            treasury: me,
+        })
+    }
+}
