@@ -1,5 +1,5 @@
-X
-//! `StandardMerkleTree` and `MerkleProof`: leaves are
+//! Merkle trees of `(index, account, amount)` payouts whose proofs OpenZeppelin's
+//! `MerkleProof` verifies. Leaves are encoded as in OpenZeppelin's `StandardMerkleTree`:
 //! `keccak256(bytes.concat(keccak256(abi.encode(index, account, amount))))` (double-hashed so
 //! a leaf can never be confused with an inner node), inner nodes hash their two children in
 //! sorted order, so a proof is a plain list of sibling hashes.

@@ -1,0 +1,209 @@
+//! A bootstrapped contract suite on a fresh anvil chain, and actions as dev accounts.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::signers::local::PrivateKeySigner;
+use modelcommons_operator::ledger::Ledger;
+use modelcommons_operator::ledger::bindings::{GovToken, ModelGovernor, ModelRegistry, OpenToken};
+use modelcommons_operator::ledger::governance::{ProposalState, Support, sign_ballot};
+use modelcommons_operator::ledger::ids::model_id;
+use modelcommons_operator::ledger::suite::{SuiteAddresses, SuiteParams};
+use modelcommons_testbed::{Anvil, DEV_KEYS};
+use serde_json::json;
+
+pub const OPERATOR: usize = 0;
+pub const PROPOSER: usize = 1;
+pub const VOTERS: [usize; 3] = [2, 3, 4];
+pub const RELAYER: usize = 5;
+
+pub fn open(n: u64) -> U256 {
+    U256::from(n) * U256::from(10u64).pow(U256::from(18u64))
+}
+
+pub struct Chain {
+    pub anvil: Anvil,
+    pub params: SuiteParams,
+    pub suite: SuiteAddresses,
+}
+
+impl Chain {
+    pub async fn new() -> Self {
+        let anvil = Anvil::start().unwrap();
+        let params = SuiteParams::default();
+        let suite = Ledger::connect(&anvil.endpoint(), DEV_KEYS[OPERATOR])
+            .unwrap()
+            .bootstrap(&params)
+            .await
+            .unwrap();
+        Self {
+            anvil,
+            params,
+            suite,
+        }
+    }
+
+    pub fn as_(&self, who: usize) -> Ledger {
+        Ledger::connect(&self.anvil.endpoint(), DEV_KEYS[who]).unwrap()
+    }
+
+    pub fn address(who: usize) -> Address {
+        DEV_KEYS[who].parse::<PrivateKeySigner>().unwrap().address()
+    }
+
+    pub fn mine(&self, blocks: u64) {
+        self.anvil
+            .rpc("anvil_mine", json!([format!("{blocks:#x}")]))
+            .unwrap();
+    }
+
+    pub fn wait_seconds(&self, secs: u64) {
+        self.anvil.rpc("evm_increaseTime", json!([secs])).unwrap();
+        self.mine(1);
+    }
+
+    pub async fn balance(&self, who: Address) -> U256 {
+        self.as_(OPERATOR)
+            .token_balance(self.suite.open, who)
+            .await
+            .unwrap()
+    }
+
+    /// Gives `who` OPEN from the treasury.
+    pub async fn fund(&self, who: usize, amount: U256) {
+        let op = self.as_(OPERATOR);
+        let token = OpenToken::new(self.suite.open, op.provider());
+        token
+            .transfer(Self::address(who), amount)
+            .send()
+            .await
+            .unwrap()
+            .watch()
+            .await
+            .unwrap();
+    }
+
+    /// `who` wraps `amount` OPEN into gOPEN and delegates the votes to itself.
+    pub async fn wrap_and_delegate(&self, who: usize, amount: U256) {
+        self.fund(who, amount).await;
+        let l = self.as_(who);
+        let me = Self::address(who);
+        let token = OpenToken::new(self.suite.open, l.provider());
+        token
+            .approve(self.suite.gov_token, amount)
+            .send()
+            .await
+            .unwrap()
+            .watch()
+            .await
+            .unwrap();
+        let gov = GovToken::new(self.suite.gov_token, l.provider());
+        gov.depositFor(me, amount)
+            .send()
+            .await
+            .unwrap()
+            .watch()
+            .await
+            .unwrap();
+        gov.delegate(me)
+            .send()
+            .await
+            .unwrap()
+            .watch()
+            .await
+            .unwrap();
+    }
+
+    /// The proposer approves the stake; the operator registers the proposal.
+    pub async fn register(
+        &self,
+        uid: &str,
+        stake: U256,
+        quorum_bps: u16,
+        threshold_bps: u16,
+    ) -> (B256, U256) {
+        let l = self.as_(PROPOSER);
+        OpenToken::new(self.suite.open, l.provider())
+            .approve(self.suite.registry, stake)
+            .send()
+            .await
+            .unwrap()
+            .watch()
+            .await
+            .unwrap();
+        let op = self.as_(OPERATOR);
+        let registry = ModelRegistry::new(self.suite.registry, op.provider());
+        let id = model_id(uid);
+        registry
+            .register(
+                id,
+                B256::repeat_byte(0x5e),
+                Self::address(PROPOSER),
+                stake,
+                quorum_bps,
+                threshold_bps,
+            )
+            .send()
+            .await
+            .unwrap()
+            .watch()
+            .await
+            .unwrap();
+        let m = registry.models(id).call().await.unwrap();
+        assert_eq!(m.stake, stake);
+        assert_eq!(m.proposer, Self::address(PROPOSER));
+        (id, m.proposalId)
+    }
+
+    pub async fn state(&self, proposal: U256) -> ProposalState {
+        let g = ModelGovernor::new(self.suite.governor, self.as_(OPERATOR).provider().clone());
+        ProposalState::from_u8(g.state(proposal).call().await.unwrap()).unwrap()
+    }
+
+    pub async fn vote(&self, who: usize, proposal: U256, support: Support) {
+        let l = self.as_(who);
+        let g = ModelGovernor::new(self.suite.governor, l.provider());
+        g.castVote(proposal, support as u8)
+            .send()
+            .await
+            .unwrap()
+            .watch()
+            .await
+            .unwrap();
+    }
+
+    /// `who` signs a ballot off chain; the relayer submits it and pays the gas.
+    pub async fn vote_by_signature(&self, who: usize, proposal: U256, support: Support) {
+        let key: PrivateKeySigner = DEV_KEYS[who].parse().unwrap();
+        let relayer = self.as_(RELAYER);
+        let g = ModelGovernor::new(self.suite.governor, relayer.provider());
+        let nonce = g.nonces(key.address()).call().await.unwrap();
+        let sig = sign_ballot(
+            &key,
+            self.suite.chain_id,
+            self.suite.governor,
+            proposal,
+            support,
+            nonce,
+        )
+        .unwrap();
+        g.castVoteBySig(proposal, support as u8, key.address(), sig.into())
+            .send()
+            .await
+            .unwrap()
+            .watch()
+            .await
+            .unwrap();
+        assert!(
+            g.hasVoted(proposal, key.address()).call().await.unwrap(),
+            "the signed ballot counts for the voter"
+        );
+        assert!(
+            !g.hasVoted(proposal, Self::address(RELAYER))
+                .call()
+                .await
+                .unwrap(),
+            "not for the relayer"
+        );
+    }
+}
