@@ -13,6 +13,7 @@ pub mod bindings;
 pub mod governance;
 pub mod ids;
 pub mod merkle;
+pub mod mirror;
 pub mod suite;
 
 use bindings::OpenToken;
@@ -42,6 +43,16 @@ pub enum Error {
     NoCode { address: Address },
     #[error("RPC transport: {0}")]
     Transport(#[from] alloy::transports::TransportError),
+    #[error("{contract}.{method} reverted in transaction {tx}")]
+    Reverted {
+        contract: &'static str,
+        method: &'static str,
+        tx: alloy::primitives::B256,
+    },
+    #[error(
+        "{what} is already on chain with other content ({detail}): the object changed after it was recorded; create a new object instead"
+    )]
+    Conflict { what: String, detail: String },
     #[error("waiting for a transaction: {0}")]
     Pending(#[from] alloy::providers::PendingTransactionError),
 }
@@ -52,7 +63,8 @@ impl Error {
         match self {
             Error::RpcUrl { .. } | Error::Key(_) => "config",
             Error::Deploy { .. } => "deploy",
-            Error::Call { .. } => "call",
+            Error::Call { .. } | Error::Reverted { .. } => "call",
+            Error::Conflict { .. } => "conflict",
             Error::NoCode { .. } => "no_code",
             Error::Transport(_) | Error::Pending(_) => "transport",
         }
@@ -76,6 +88,8 @@ pub struct TokenInfo {
 pub struct Ledger {
     pub(crate) provider: alloy::providers::DynProvider,
     signer: Address,
+    /// Blocks a write must be buried under before it counts (default 1).
+    pub(crate) confirmations: u64,
 }
 
 impl Ledger {
@@ -109,7 +123,14 @@ impl Ledger {
         Ok(Self {
             provider,
             signer: address,
+            confirmations: 1,
         })
+    }
+
+    /// Requires `n` confirmations (at least 1) before a write counts.
+    pub fn with_confirmations(mut self, n: u64) -> Self {
+        self.confirmations = n.max(1);
+        self
     }
 
     /// The provider (signing with the ledger's key), for calls the typed helpers do not cover.

@@ -1,0 +1,166 @@
+//! The mirror never writes twice: a write that "crashed" before it was recorded, a repeated
+//! reconcile and two racing reconciles all leave exactly one on-chain record (counted by
+//! events); a changed object is a conflict, not a silent second record.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+
+use alloy::primitives::{B256, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent;
+use common::{Chain, OPERATOR, PROPOSER, open};
+use modelcommons_operator::ledger::Error;
+use modelcommons_operator::ledger::bindings::{ModelRegistry, OpenToken};
+use modelcommons_operator::ledger::ids::model_id;
+use modelcommons_operator::ledger::mirror::{Outcome, RegisterModel};
+
+fn request(uid: &str, stake: U256) -> RegisterModel {
+    RegisterModel {
+        uid: uid.into(),
+        spec_hash: B256::repeat_byte(0x5e),
+        proposer: Chain::address(PROPOSER),
+        stake,
+        quorum_bps: 400,
+        threshold_bps: 5001,
+    }
+}
+
+async fn registrations(chain: &Chain) -> usize {
+    let op = chain.as_(OPERATOR);
+    let filter = Filter::new()
+        .address(chain.suite.registry)
+        .event_signature(ModelRegistry::ModelRegistered::SIGNATURE_HASH)
+        .from_block(0);
+    op.provider().get_logs(&filter).await.unwrap().len()
+}
+
+async fn approve(chain: &Chain, amount: U256) {
+    let l = chain.as_(PROPOSER);
+    OpenToken::new(chain.suite.open, l.provider())
+        .approve(chain.suite.registry, amount)
+        .send()
+        .await
+        .unwrap()
+        .watch()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_write_that_crashed_before_it_was_recorded_is_not_repeated() {
+    let chain = Chain::new().await;
+    let stake = open(500);
+    chain.fund(PROPOSER, stake * U256::from(3u64)).await;
+    // Allowance for three stakes: only the contract's and the mirror's checks stop a repeat.
+    approve(&chain, stake * U256::from(3u64)).await;
+    let before = chain.balance(Chain::address(PROPOSER)).await;
+    let req = request("uid-crash", stake);
+
+    // The first attempt sends its transaction and "crashes": nothing is recorded, the pending
+    // transaction is dropped without waiting for a receipt.
+    let op = chain.as_(OPERATOR);
+    let registry = ModelRegistry::new(chain.suite.registry, op.provider());
+    let pending = registry
+        .register(
+            model_id(&req.uid),
+            req.spec_hash,
+            req.proposer,
+            req.stake,
+            req.quorum_bps,
+            req.threshold_bps,
+        )
+        .send()
+        .await
+        .unwrap();
+    drop(pending);
+
+    // The restarted operator reconciles the same object: it finds the record, writes nothing.
+    let again = op.register_model(chain.suite.registry, &req).await.unwrap();
+    assert!(matches!(again, Outcome::AlreadyDone { .. }), "{again:?}");
+    let third = op.register_model(chain.suite.registry, &req).await.unwrap();
+    assert_eq!(third, again);
+    assert_eq!(
+        registrations(&chain).await,
+        1,
+        "exactly one on-chain record"
+    );
+    assert_eq!(
+        chain.balance(Chain::address(PROPOSER)).await,
+        before - stake,
+        "the stake was taken once"
+    );
+}
+
+#[tokio::test]
+async fn racing_reconciles_write_once_and_a_changed_object_is_a_conflict() {
+    let chain = Chain::new().await;
+    let stake = open(200);
+    chain.fund(PROPOSER, stake * U256::from(2u64)).await;
+    approve(&chain, stake * U256::from(2u64)).await;
+    let req = request("uid-race", stake);
+    let (a, b) = (chain.as_(OPERATOR), chain.as_(OPERATOR));
+    let (ra, rb) = tokio::join!(
+        a.register_model(chain.suite.registry, &req),
+        b.register_model(chain.suite.registry, &req)
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let written = [&ra, &rb]
+        .iter()
+        .filter(|o| matches!(o, Outcome::Written { .. }))
+        .count();
+    assert!(
+        written <= 1,
+        "at most one of two racing writes writes: {ra:?} {rb:?}"
+    );
+    assert_eq!(ra.proposal_id(), rb.proposal_id());
+    assert_eq!(registrations(&chain).await, 1);
+
+    let changed = request("uid-race", stake + U256::from(1u64));
+    let err = a
+        .register_model(chain.suite.registry, &changed)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("already on chain with other content"),
+        "{err}"
+    );
+    assert_eq!(registrations(&chain).await, 1);
+}
+
+#[tokio::test]
+async fn a_first_write_reports_its_transaction() {
+    let chain = Chain::new().await;
+    let stake = open(10);
+    chain.fund(PROPOSER, stake).await;
+    approve(&chain, stake).await;
+    let op = chain.as_(OPERATOR).with_confirmations(2);
+    // Two confirmations on an instant-mining chain need one more block: the write must wait
+    // for it, and return once it is there.
+    let req = request("uid-first", stake);
+    let write = async {
+        let t = std::time::Instant::now();
+        (
+            op.register_model(chain.suite.registry, &req).await,
+            t.elapsed(),
+        )
+    };
+    let later_block = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        chain.mine(1);
+    };
+    let ((out, waited), ()) = tokio::join!(write, later_block);
+    let out = out.unwrap();
+    assert!(
+        waited >= std::time::Duration::from_millis(1400),
+        "returned after {waited:?}, before the 2nd confirmation"
+    );
+    assert!(
+        matches!(out, Outcome::Written { tx, .. } if tx != B256::ZERO),
+        "{out:?}"
+    );
+    assert_eq!(registrations(&chain).await, 1);
+}
