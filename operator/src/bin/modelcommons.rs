@@ -8,10 +8,16 @@
 //!         MODELCOMMONS_KEY) and print the manifest entry as YAML
 //! modelcommons contribution verify --datanet NS/NAME --manifest PATH
 //!         check every signature of a manifest; exit 1 if one fails
+//! modelcommons ledger bootstrap --rpc URL [--key-file F | --key-env VAR] [--out FILE]
+//!     [--fund ADDRESS=OPEN ...]
+//!         deploy the contract suite to a dev chain, fund accounts with OPEN, and write the
+//!         addresses (JSON) the operator reads
 //! ```
 
 use anyhow::{Context, bail};
 use modelcommons_operator::contribution::{self, Contribution, Manifest};
+use modelcommons_operator::ledger::suite::SuiteParams;
+use modelcommons_operator::ledger::{KeySource, Ledger};
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()
@@ -24,12 +30,64 @@ fn required<'a>(args: &'a [String], name: &str) -> anyhow::Result<&'a str> {
     flag(args, name).with_context(|| format!("{name} is required"))
 }
 
+fn key_source(args: &[String]) -> KeySource {
+    match flag(args, "--key-file") {
+        Some(path) => KeySource::File(path.into()),
+        None => KeySource::Env(flag(args, "--key-env").unwrap_or("MODELCOMMONS_KEY").into()),
+    }
+}
+
+async fn bootstrap(args: &[String]) -> anyhow::Result<()> {
+    let rpc = required(args, "--rpc")?;
+    let ledger = Ledger::connect_with(rpc, &key_source(args))?;
+    let suite = ledger
+        .bootstrap(&SuiteParams::default())
+        .await
+        .context("deploying the suite")?;
+    let unit = alloy::primitives::U256::from(10u64).pow(alloy::primitives::U256::from(18u64));
+    for (i, a) in args.iter().enumerate() {
+        if a != "--fund" {
+            continue;
+        }
+        let spec = args.get(i + 1).context("--fund takes ADDRESS=OPEN")?;
+        let (addr, amount) = spec.split_once('=').context("--fund takes ADDRESS=OPEN")?;
+        let addr: alloy::primitives::Address = addr
+            .parse()
+            .with_context(|| format!("{addr} is not an address"))?;
+        let amount: alloy::primitives::U256 = amount
+            .parse()
+            .with_context(|| format!("{amount} is not a whole number of OPEN"))?;
+        let token =
+            modelcommons_operator::ledger::bindings::OpenToken::new(suite.open, ledger.provider());
+        token
+            .transfer(addr, amount * unit)
+            .send()
+            .await?
+            .watch()
+            .await?;
+        eprintln!("funded {addr} with {amount} OPEN");
+    }
+    let json = serde_json::to_string_pretty(&suite)?;
+    match flag(args, "--out") {
+        Some(path) => {
+            std::fs::write(path, format!("{json}\n")).with_context(|| format!("writing {path}"))?;
+            eprintln!("wrote the suite's addresses to {path}");
+        }
+        None => println!("{json}"),
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match (
         args.first().map(String::as_str),
         args.get(1).map(String::as_str),
     ) {
+        (Some("ledger"), Some("bootstrap")) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(bootstrap(&args)),
         (Some("contribution"), Some("sign")) => {
             let datanet = required(&args, "--datanet")?;
             let path = required(&args, "--file")?;
@@ -78,7 +136,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: modelcommons contribution sign --datanet NS/NAME --file PATH --id ID --uri URI [--license SPDX] [--key-env VAR]\n       modelcommons contribution verify --datanet NS/NAME --manifest PATH"
+            "usage: modelcommons contribution sign --datanet NS/NAME --file PATH --id ID --uri URI [--license SPDX] [--key-env VAR]\n       modelcommons contribution verify --datanet NS/NAME --manifest PATH\n       modelcommons ledger bootstrap --rpc URL [--key-file F | --key-env VAR] [--out FILE] [--fund ADDRESS=OPEN ...]"
         ),
     }
 }

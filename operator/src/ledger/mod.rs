@@ -83,6 +83,15 @@ pub struct TokenInfo {
     pub total_supply: U256,
 }
 
+/// Where the signing key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A file holding the hex key (a mounted Secret).
+    File(std::path::PathBuf),
+    /// An environment variable holding the hex key.
+    Env(String),
+}
+
 /// A connection to the chain with the operator's signing key.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -125,6 +134,18 @@ impl Ledger {
             signer: address,
             confirmations: 1,
         })
+    }
+
+    /// Connects with the key read from a file (e.g. a mounted Secret) or an environment
+    /// variable. The key is never logged; errors name only where it was read from.
+    pub fn connect_with(rpc_url: &str, key: &KeySource) -> Result<Self> {
+        let text = match key {
+            KeySource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| Error::Key(format!("reading the key file {}: {e}", path.display())))?,
+            KeySource::Env(var) => std::env::var(var)
+                .map_err(|_| Error::Key(format!("the environment variable {var} is not set")))?,
+        };
+        Self::connect(rpc_url, text.trim())
     }
 
     /// Requires `n` confirmations (at least 1) before a write counts.
