@@ -5,7 +5,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 
 /// @title Merkle reward distributions: Datanet versions, RLHF rounds and usage epochs.
@@ -17,7 +17,7 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 ///         the deadline can be swept to the treasury. `contentRoot` records what was paid for
 ///         (a Datanet version's dataset root, an RLHF round's item root, a usage epoch's
 ///         metering root), so the payment and its reason share one auditable event.
-contract RewardDistributor is AccessControl, Pausable, ReentrancyGuard {
+contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
@@ -29,14 +29,16 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuard {
         UsageEpoch
     }
 
+    /// Packed so a claim reads three slots and writes one: root | total, claimed |
+    /// deadline, swept, kind | contentRoot (never read on chain, kept for audits).
     struct Distribution {
-        Kind kind;
         bytes32 root;
-        bytes32 contentRoot;
-        uint256 total;
-        uint256 claimed;
+        uint128 total;
+        uint128 claimed;
         uint64 deadline;
         bool swept;
+        Kind kind;
+        bytes32 contentRoot;
     }
 
     IERC20 public immutable token;
@@ -79,7 +81,8 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuard {
         if (distributions[id].root != bytes32(0)) revert DistributionExists(id);
         if (root == bytes32(0) || total == 0) revert EmptyDistribution();
         if (deadline <= block.timestamp) revert DeadlineInPast(deadline);
-        distributions[id] = Distribution(kind, root, contentRoot, total, 0, deadline, false);
+        if (total > type(uint128).max) revert Overdrawn(id, total, type(uint128).max);
+        distributions[id] = Distribution(root, uint128(total), 0, deadline, false, kind, contentRoot);
         token.safeTransferFrom(msg.sender, address(this), total);
         emit Published(id, kind, root, contentRoot, total, deadline);
     }
@@ -102,8 +105,9 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuard {
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(index, account, amount))));
         if (!MerkleProof.verifyCalldata(proof, d.root, leaf)) revert InvalidProof(id, index);
         _claimedBitmap[id][index / 256] |= 1 << (index % 256);
-        d.claimed += amount;
-        if (d.claimed > d.total) revert Overdrawn(id, d.claimed, d.total);
+        uint256 claimed = uint256(d.claimed) + amount;
+        if (claimed > d.total) revert Overdrawn(id, claimed, d.total);
+        d.claimed = uint128(claimed);
         token.safeTransfer(account, amount);
         emit Claimed(id, index, account, amount);
     }
@@ -115,7 +119,7 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuard {
         if (block.timestamp <= d.deadline) revert ClaimWindowOpen(id, d.deadline);
         if (d.swept) revert AlreadySwept(id);
         d.swept = true;
-        uint256 rest = d.total - d.claimed;
+        uint256 rest = uint256(d.total) - d.claimed;
         if (rest > 0) token.safeTransfer(treasury, rest);
         emit Swept(id, rest);
     }
