@@ -164,3 +164,22 @@ async fn a_first_write_reports_its_transaction() {
     );
     assert_eq!(registrations(&chain).await, 1);
 }
+
+#[tokio::test]
+async fn reverts_read_as_named_errors() {
+    let chain = Chain::new().await;
+    let op = chain.as_(OPERATOR);
+    // The operator registers without the proposer's approval: the token refuses the transfer.
+    let req = request("uid-no-allowance", open(5));
+    chain.fund(PROPOSER, open(5)).await;
+    let err = op
+        .register_model(chain.suite.registry, &req)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("ERC20InsufficientAllowance"), "{text}");
+    assert!(
+        !text.contains("custom error 0x"),
+        "the revert is decoded, not hex: {text}"
+    );
+}

@@ -25,13 +25,13 @@ pub enum Error {
     RpcUrl { url: String, reason: String },
     #[error("invalid signing key: {0} (expected 32 bytes of hex, with or without 0x)")]
     Key(String),
-    #[error("deploying {contract}: {source}")]
+    #[error("deploying {contract}: {}", revert_reason(source).unwrap_or_else(|| source.to_string()))]
     Deploy {
         contract: &'static str,
         #[source]
         source: Box<alloy::contract::Error>,
     },
-    #[error("calling {contract}.{method} at {address}: {source}")]
+    #[error("calling {contract}.{method} at {address}: {}", revert_reason(source).unwrap_or_else(|| source.to_string()))]
     Call {
         contract: &'static str,
         method: &'static str,
@@ -69,6 +69,24 @@ impl Error {
             Error::Transport(_) | Error::Pending(_) => "transport",
         }
     }
+}
+
+/// The custom error a call reverted with, decoded against every contract of the suite, as a
+/// readable `Name { field: value, … }` (e.g. `ModelExists { modelId: 0x… }`), or `None`
+/// when the failure was not a decodable revert.
+pub fn revert_reason(err: &alloy::contract::Error) -> Option<String> {
+    use bindings::*;
+    fn show<E: std::fmt::Debug>(e: E) -> String {
+        format!("reverted with {e:?}")
+    }
+    err.as_decoded_interface_error::<model_registry::ModelRegistry::ModelRegistryErrors>()
+        .map(show)
+        .or_else(|| err.as_decoded_interface_error::<reward_distributor::RewardDistributor::RewardDistributorErrors>().map(show))
+        .or_else(|| err.as_decoded_interface_error::<validator_pool::ValidatorPool::ValidatorPoolErrors>().map(show))
+        .or_else(|| err.as_decoded_interface_error::<model_governor::ModelGovernor::ModelGovernorErrors>().map(show))
+        .or_else(|| err.as_decoded_interface_error::<model_timelock::ModelTimelock::ModelTimelockErrors>().map(show))
+        .or_else(|| err.as_decoded_interface_error::<gov_token::GovToken::GovTokenErrors>().map(show))
+        .or_else(|| err.as_decoded_interface_error::<open_token::OpenToken::OpenTokenErrors>().map(show))
 }
 
 /// Result with the ledger's [`Error`].
