@@ -141,7 +141,12 @@ impl ControlPlane {
                     what: format!("creating {}", d.display()),
                     source,
                 })?;
-                StateDir::Fixed(d.clone())
+                // Absolute, so the kubeconfig's certificate paths resolve from anywhere.
+                let d = std::fs::canonicalize(d).map_err(|source| Error::Io {
+                    what: format!("resolving {}", d.display()),
+                    source,
+                })?;
+                StateDir::Fixed(d)
             }
             None => StateDir::Temp(
                 tempfile::Builder::new()

@@ -140,8 +140,16 @@ async fn two_control_planes_run_side_by_side_and_clean_up_after_themselves() {
         nodes: vec![FakeNode::gpu(name, 1)],
         ..Default::default()
     };
+    // One keeps its state in a relative directory (as `make cluster-up` does): its kubeconfig
+    // must still work from anywhere.
+    let relative =
+        std::path::PathBuf::from(format!("target/testbed-relative-{}", std::process::id()));
+    let a_opts = ControlPlaneOptions {
+        dir: Some(relative),
+        ..one_node("kwok-gpu-a")
+    };
     let (a, b) = tokio::join!(
-        ControlPlane::start(one_node("kwok-gpu-a")),
+        ControlPlane::start(a_opts),
         ControlPlane::start(one_node("kwok-gpu-b"))
     );
     let (a, b) = (a.unwrap(), b.unwrap());
