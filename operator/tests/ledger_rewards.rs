@@ -326,6 +326,12 @@ async fn commit_reveal_refuses_late_and_mismatched_actions_and_settlement_slashe
         .await
         .unwrap();
     assert_eq!(b.active, bond, "others keep their bonds");
+    let r = pool.rounds(round).call().await.unwrap();
+    assert!(r.settled);
+    assert_eq!(
+        r.rewardId, reward_id,
+        "the round points at the distribution that pays its rewards"
+    );
     assert_eq!(
         revert_name(
             &pool
