@@ -183,3 +183,214 @@ async fn reverts_read_as_named_errors() {
         "the revert is decoded, not hex: {text}"
     );
 }
+
+async fn events(chain: &Chain, address: alloy::primitives::Address, signature: B256) -> usize {
+    let op = chain.as_(OPERATOR);
+    let filter = Filter::new()
+        .address(address)
+        .event_signature(signature)
+        .from_block(0);
+    op.provider().get_logs(&filter).await.unwrap().len()
+}
+
+#[tokio::test]
+async fn every_mirror_write_is_written_once() {
+    use modelcommons_operator::ledger::bindings::{
+        ModelGovernor, ModelRegistry as Registry, RewardDistributor, ValidatorPool,
+    };
+    use modelcommons_operator::ledger::ids::{datanet_version_id, rlhf_round_id, training_id};
+    use modelcommons_operator::ledger::mirror::{
+        OpenRound, PublishDistribution, RecordTraining, SettleRound, Write,
+    };
+
+    let chain = Chain::new().await;
+    let op = chain.as_(OPERATOR);
+    let s = chain.suite;
+
+    // A distribution: published once, a repeat is AlreadyDone, changed content a Conflict.
+    let publish = PublishDistribution {
+        id: datanet_version_id("uid-dn", 1),
+        kind: 0,
+        root: B256::repeat_byte(0x11),
+        content_root: B256::repeat_byte(0x22),
+        total: open(50),
+        deadline: u64::MAX / 2,
+    };
+    assert!(matches!(
+        op.publish_distribution(s.open, s.distributor, &publish)
+            .await
+            .unwrap(),
+        Write::Written { .. }
+    ));
+    assert_eq!(
+        op.publish_distribution(s.open, s.distributor, &publish)
+            .await
+            .unwrap(),
+        Write::AlreadyDone
+    );
+    let changed = PublishDistribution {
+        total: open(51),
+        ..publish.clone()
+    };
+    assert!(matches!(
+        op.publish_distribution(s.open, s.distributor, &changed)
+            .await,
+        Err(Error::Conflict { .. })
+    ));
+    assert_eq!(
+        events(
+            &chain,
+            s.distributor,
+            RewardDistributor::Published::SIGNATURE_HASH
+        )
+        .await,
+        1
+    );
+    assert_eq!(chain.balance(s.distributor).await, open(50), "funded once");
+
+    // A training record needs a ratified model: ratify one through a vote.
+    chain.wrap_and_delegate(common::VOTERS[0], open(100)).await;
+    chain.fund(PROPOSER, open(10)).await;
+    let (model, proposal) = chain.register("uid-trained", open(10), 400, 5001).await;
+    chain.mine(chain.params.voting_delay_blocks + 1);
+    chain
+        .vote(
+            common::VOTERS[0],
+            proposal,
+            modelcommons_operator::ledger::governance::Support::For,
+        )
+        .await;
+    chain.mine(u64::from(chain.params.voting_period_blocks) + 1);
+    let g = ModelGovernor::new(s.governor, op.provider());
+    let r = Registry::new(s.registry, op.provider());
+    let call = r.ratificationCall(model).call().await.unwrap();
+    let desc = alloy::primitives::keccak256(r.proposalDescription(model).call().await.unwrap());
+    g.queue(
+        call.targets.clone(),
+        call.values.clone(),
+        call.calldatas.clone(),
+        desc,
+    )
+    .send()
+    .await
+    .unwrap()
+    .watch()
+    .await
+    .unwrap();
+    chain.wait_seconds(chain.params.timelock_delay_seconds + 1);
+    g.execute(call.targets, call.values, call.calldatas, desc)
+        .send()
+        .await
+        .unwrap()
+        .watch()
+        .await
+        .unwrap();
+    let record = RecordTraining {
+        job_id: training_id("uid-ftj", 1),
+        model_id: model,
+        dataset_root: B256::repeat_byte(1),
+        model_digest: B256::repeat_byte(2),
+        metrics_hash: B256::repeat_byte(3),
+        passed: true,
+    };
+    assert!(matches!(
+        op.record_training(s.registry, &record).await.unwrap(),
+        Write::Written { .. }
+    ));
+    assert_eq!(
+        op.record_training(s.registry, &record).await.unwrap(),
+        Write::AlreadyDone
+    );
+    let changed = RecordTraining {
+        passed: false,
+        ..record.clone()
+    };
+    assert!(matches!(
+        op.record_training(s.registry, &changed).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert_eq!(
+        events(
+            &chain,
+            s.registry,
+            Registry::TrainingRecorded::SIGNATURE_HASH
+        )
+        .await,
+        1
+    );
+
+    // A round: opened once, settled once (the slash applies once).
+    let v = 6;
+    chain.fund(v, open(100)).await;
+    let lv = chain.as_(v);
+    OpenToken::new(s.open, lv.provider())
+        .approve(s.validator_pool, open(100))
+        .send()
+        .await
+        .unwrap()
+        .watch()
+        .await
+        .unwrap();
+    ValidatorPool::new(s.validator_pool, lv.provider())
+        .bond(open(100))
+        .send()
+        .await
+        .unwrap()
+        .watch()
+        .await
+        .unwrap();
+    let b = chain
+        .anvil
+        .rpc("eth_getBlockByNumber", serde_json::json!(["latest", false]))
+        .unwrap();
+    let now = u64::from_str_radix(
+        b["timestamp"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    let round = OpenRound {
+        round_id: rlhf_round_id("uid-round"),
+        items_root: B256::repeat_byte(7),
+        commit_deadline: now + 100,
+        reveal_deadline: now + 200,
+        min_bond: open(1),
+    };
+    assert!(matches!(
+        op.open_round(s.validator_pool, &round).await.unwrap(),
+        Write::Written { .. }
+    ));
+    assert_eq!(
+        op.open_round(s.validator_pool, &round).await.unwrap(),
+        Write::AlreadyDone
+    );
+    chain.wait_seconds(201);
+    let settle = SettleRound {
+        round_id: round.round_id,
+        reward_id: round.round_id,
+        validators: vec![Chain::address(v)],
+        amounts: vec![open(5)],
+    };
+    assert!(matches!(
+        op.settle_round(s.validator_pool, &settle).await.unwrap(),
+        Write::Written { .. }
+    ));
+    assert_eq!(
+        op.settle_round(s.validator_pool, &settle).await.unwrap(),
+        Write::AlreadyDone
+    );
+    assert_eq!(
+        events(
+            &chain,
+            s.validator_pool,
+            ValidatorPool::RoundSettled::SIGNATURE_HASH
+        )
+        .await,
+        1
+    );
+    let bond = ValidatorPool::new(s.validator_pool, op.provider())
+        .bonds(Chain::address(v))
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(bond.active, open(95), "slashed once");
+}

@@ -5,9 +5,13 @@
 //! concurrent or crashed earlier attempt wins the race (the contract refuses the duplicate),
 //! it reads again and reports what is there.
 
-use alloy::primitives::{Address, B256, U256};
+use std::future::Future;
 
-use super::bindings::ModelRegistry;
+use alloy::network::Ethereum;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::PendingTransactionBuilder;
+
+use super::bindings::{ModelRegistry, OpenToken, RewardDistributor, ValidatorPool};
 use super::ids::model_id;
 use super::{Error, Ledger, Result};
 
@@ -71,72 +75,50 @@ impl Ledger {
     pub async fn register_model(&self, registry: Address, req: &RegisterModel) -> Result<Outcome> {
         let id = model_id(&req.uid);
         let contract = ModelRegistry::new(registry, &self.provider);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            if let Some(done) = self.existing_registration(registry, id, req).await? {
-                return Ok(done);
-            }
-            let sent = contract
-                .register(
-                    id,
-                    req.spec_hash,
-                    req.proposer,
-                    req.stake,
-                    req.quorum_bps,
-                    req.threshold_bps,
-                )
-                .send()
-                .await;
-            let err = match sent {
-                Ok(pending) => {
-                    let tx = *pending.tx_hash();
-                    let receipt = pending
-                        .with_required_confirmations(self.confirmations)
-                        .get_receipt()
-                        .await?;
-                    if !receipt.status() {
-                        return Err(Error::Reverted {
-                            contract: "ModelRegistry",
-                            method: "register",
-                            tx,
-                        });
-                    }
-                    let m = contract
-                        .models(id)
-                        .call()
+        let write = self
+            .write_once(
+                ("ModelRegistry", "register", registry),
+                || async {
+                    Ok(self
+                        .existing_registration(registry, id, req)
+                        .await?
+                        .is_some())
+                },
+                || async {
+                    contract
+                        .register(
+                            id,
+                            req.spec_hash,
+                            req.proposer,
+                            req.stake,
+                            req.quorum_bps,
+                            req.threshold_bps,
+                        )
+                        .send()
                         .await
-                        .map_err(|source| Error::Call {
-                            contract: "ModelRegistry",
-                            method: "models",
-                            address: registry,
-                            source: Box::new(source),
-                        })?;
-                    return Ok(Outcome::Written {
-                        tx,
-                        proposal_id: m.proposalId,
-                    });
-                }
-                Err(err) => err,
-            };
-            // Refused as a duplicate: another attempt got there first; the next read reports
-            // it (or the conflict). A nonce race with another writer of the same key, or a
-            // transient RPC failure: read again and retry, a bounded number of times.
-            let duplicate = err
-                .as_decoded_interface_error::<ModelRegistry::ModelRegistryErrors>()
-                .is_some_and(|e| matches!(e, ModelRegistry::ModelRegistryErrors::ModelExists(_)));
-            if (duplicate || is_retryable(&err)) && attempt < MAX_ATTEMPTS {
-                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
-                    .await;
-                continue;
-            }
-            return Err(Error::Call {
-                contract: "ModelRegistry",
-                method: "register",
-                address: registry,
-                source: Box::new(err),
-            });
-        }
+                },
+                |e| {
+                    e.as_decoded_interface_error::<ModelRegistry::ModelRegistryErrors>()
+                        .is_some_and(|e| {
+                            matches!(e, ModelRegistry::ModelRegistryErrors::ModelExists(_))
+                        })
+                },
+            )
+            .await?;
+        let m = contract.models(id).call().await.map_err(call_error(
+            "ModelRegistry",
+            "models",
+            registry,
+        ))?;
+        Ok(match write {
+            Write::Written { tx } => Outcome::Written {
+                tx,
+                proposal_id: m.proposalId,
+            },
+            Write::AlreadyDone => Outcome::AlreadyDone {
+                proposal_id: m.proposalId,
+            },
+        })
     }
 
     async fn existing_registration(
@@ -171,5 +153,354 @@ impl Ledger {
         Ok(Some(Outcome::AlreadyDone {
             proposal_id: m.proposalId,
         }))
+    }
+}
+
+/// What an idempotent write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// This call wrote it, in transaction `tx`.
+    Written { tx: B256 },
+    /// It was on chain already with the same content.
+    AlreadyDone,
+}
+
+/// A funded Merkle distribution (Datanet version, RLHF round or usage epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishDistribution {
+    pub id: B256,
+    /// 0 Datanet version, 1 RLHF round, 2 usage epoch.
+    pub kind: u8,
+    pub root: B256,
+    pub content_root: B256,
+    pub total: U256,
+    pub deadline: u64,
+}
+
+/// A training result of one FineTuneJob run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordTraining {
+    pub job_id: B256,
+    pub model_id: B256,
+    pub dataset_root: B256,
+    pub model_digest: B256,
+    pub metrics_hash: B256,
+    pub passed: bool,
+}
+
+/// An RLHF round's item set and deadlines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRound {
+    pub round_id: B256,
+    pub items_root: B256,
+    pub commit_deadline: u64,
+    pub reveal_deadline: u64,
+    pub min_bond: U256,
+}
+
+/// An RLHF round's settlement: the reward distribution and the slashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleRound {
+    pub round_id: B256,
+    pub reward_id: B256,
+    pub validators: Vec<Address>,
+    pub amounts: Vec<U256>,
+}
+
+fn call_error(
+    contract: &'static str,
+    method: &'static str,
+    address: Address,
+) -> impl FnOnce(alloy::contract::Error) -> Error {
+    move |source| Error::Call {
+        contract,
+        method,
+        address,
+        source: Box::new(source),
+    }
+}
+
+fn conflict(what: String, detail: String) -> Error {
+    Error::Conflict { what, detail }
+}
+
+impl Ledger {
+    /// The shape of every idempotent write: read (done with the same content → `AlreadyDone`,
+    /// other content → `Conflict`), send, wait for the configured confirmations; when the
+    /// contract refuses a duplicate or another writer of the key took the nonce, read again.
+    async fn write_once<C, CF, S, SF>(
+        &self,
+        (contract, method, address): (&'static str, &'static str, Address),
+        done: C,
+        send: S,
+        duplicate: fn(&alloy::contract::Error) -> bool,
+    ) -> Result<Write>
+    where
+        C: Fn() -> CF,
+        CF: Future<Output = Result<bool>>,
+        S: Fn() -> SF,
+        SF: Future<Output = Result<PendingTransactionBuilder<Ethereum>, alloy::contract::Error>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if done().await? {
+                return Ok(Write::AlreadyDone);
+            }
+            match send().await {
+                Ok(pending) => {
+                    let tx = *pending.tx_hash();
+                    let receipt = pending
+                        .with_required_confirmations(self.confirmations)
+                        .get_receipt()
+                        .await?;
+                    if !receipt.status() {
+                        return Err(Error::Reverted {
+                            contract,
+                            method,
+                            tx,
+                        });
+                    }
+                    return Ok(Write::Written { tx });
+                }
+                Err(err) if (duplicate(&err) || is_retryable(&err)) && attempt < MAX_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                        .await;
+                }
+                Err(err) => return Err(call_error(contract, method, address)(err)),
+            }
+        }
+    }
+
+    /// Publishes and funds a distribution once (approving the distributor for `total` first
+    /// when the allowance is short).
+    pub async fn publish_distribution(
+        &self,
+        token: Address,
+        distributor: Address,
+        req: &PublishDistribution,
+    ) -> Result<Write> {
+        let d = RewardDistributor::new(distributor, &self.provider);
+        let done = || async {
+            let cur = d.distributions(req.id).call().await.map_err(call_error(
+                "RewardDistributor",
+                "distributions",
+                distributor,
+            ))?;
+            if cur.root == B256::ZERO {
+                return Ok(false);
+            }
+            if cur.root == req.root
+                && U256::from(cur.total) == req.total
+                && cur.contentRoot == req.content_root
+            {
+                return Ok(true);
+            }
+            Err(conflict(
+                format!("distribution {}", req.id),
+                format!(
+                    "on chain: root {} total {}; wanted: root {} total {}",
+                    cur.root, cur.total, req.root, req.total
+                ),
+            ))
+        };
+        if !done().await? {
+            let t = OpenToken::new(token, &self.provider);
+            let allowance = t
+                .allowance(self.address(), distributor)
+                .call()
+                .await
+                .map_err(call_error("OpenToken", "allowance", token))?;
+            if allowance < req.total {
+                t.approve(distributor, req.total)
+                    .send()
+                    .await
+                    .map_err(call_error("OpenToken", "approve", token))?
+                    .with_required_confirmations(self.confirmations)
+                    .watch()
+                    .await?;
+            }
+        }
+        self.write_once(
+            ("RewardDistributor", "publish", distributor),
+            done,
+            || async {
+                d.publish(
+                    req.id,
+                    req.kind,
+                    req.root,
+                    req.content_root,
+                    req.total,
+                    req.deadline,
+                )
+                .send()
+                .await
+            },
+            |e| {
+                e.as_decoded_interface_error::<RewardDistributor::RewardDistributorErrors>()
+                    .is_some_and(|e| {
+                        matches!(
+                            e,
+                            RewardDistributor::RewardDistributorErrors::DistributionExists(_)
+                        )
+                    })
+            },
+        )
+        .await
+    }
+
+    /// Records a training result once.
+    pub async fn record_training(&self, registry: Address, req: &RecordTraining) -> Result<Write> {
+        let r = ModelRegistry::new(registry, &self.provider);
+        self.write_once(
+            ("ModelRegistry", "recordTraining", registry),
+            || async {
+                let cur = r.trainings(req.job_id).call().await.map_err(call_error(
+                    "ModelRegistry",
+                    "trainings",
+                    registry,
+                ))?;
+                if cur.recordedAt == 0 {
+                    return Ok(false);
+                }
+                let same = cur.modelId == req.model_id
+                    && cur.datasetRoot == req.dataset_root
+                    && cur.modelDigest == req.model_digest
+                    && cur.metricsHash == req.metrics_hash
+                    && cur.passed == req.passed;
+                if same {
+                    Ok(true)
+                } else {
+                    Err(conflict(
+                        format!("training record {}", req.job_id),
+                        format!(
+                            "on chain: digest {} passed {}; wanted: digest {} passed {}",
+                            cur.modelDigest, cur.passed, req.model_digest, req.passed
+                        ),
+                    ))
+                }
+            },
+            || async {
+                r.recordTraining(
+                    req.job_id,
+                    req.model_id,
+                    req.dataset_root,
+                    req.model_digest,
+                    req.metrics_hash,
+                    req.passed,
+                )
+                .send()
+                .await
+            },
+            |e| {
+                e.as_decoded_interface_error::<ModelRegistry::ModelRegistryErrors>()
+                    .is_some_and(|e| {
+                        matches!(e, ModelRegistry::ModelRegistryErrors::TrainingExists(_))
+                    })
+            },
+        )
+        .await
+    }
+
+    /// Opens an RLHF round once.
+    pub async fn open_round(&self, pool: Address, req: &OpenRound) -> Result<Write> {
+        let p = ValidatorPool::new(pool, &self.provider);
+        self.write_once(
+            ("ValidatorPool", "openRound", pool),
+            || async {
+                let cur = p.rounds(req.round_id).call().await.map_err(call_error(
+                    "ValidatorPool",
+                    "rounds",
+                    pool,
+                ))?;
+                if cur.commitDeadline == 0 {
+                    return Ok(false);
+                }
+                let same = cur.itemsRoot == req.items_root
+                    && cur.commitDeadline == req.commit_deadline
+                    && cur.revealDeadline == req.reveal_deadline
+                    && cur.minBond == req.min_bond;
+                if same {
+                    Ok(true)
+                } else {
+                    Err(conflict(
+                        format!("round {}", req.round_id),
+                        format!(
+                            "on chain: items {} deadlines {}/{}; wanted: items {} deadlines {}/{}",
+                            cur.itemsRoot,
+                            cur.commitDeadline,
+                            cur.revealDeadline,
+                            req.items_root,
+                            req.commit_deadline,
+                            req.reveal_deadline
+                        ),
+                    ))
+                }
+            },
+            || async {
+                p.openRound(
+                    req.round_id,
+                    req.items_root,
+                    req.commit_deadline,
+                    req.reveal_deadline,
+                    req.min_bond,
+                )
+                .send()
+                .await
+            },
+            |e| {
+                e.as_decoded_interface_error::<ValidatorPool::ValidatorPoolErrors>()
+                    .is_some_and(|e| {
+                        matches!(e, ValidatorPool::ValidatorPoolErrors::RoundExists(_))
+                    })
+            },
+        )
+        .await
+    }
+
+    /// Settles an RLHF round once (its slashes are applied exactly once).
+    pub async fn settle_round(&self, pool: Address, req: &SettleRound) -> Result<Write> {
+        let p = ValidatorPool::new(pool, &self.provider);
+        self.write_once(
+            ("ValidatorPool", "settle", pool),
+            || async {
+                let cur = p.rounds(req.round_id).call().await.map_err(call_error(
+                    "ValidatorPool",
+                    "rounds",
+                    pool,
+                ))?;
+                if !cur.settled {
+                    return Ok(false);
+                }
+                if cur.rewardId == req.reward_id {
+                    Ok(true)
+                } else {
+                    Err(conflict(
+                        format!("round {}", req.round_id),
+                        format!(
+                            "settled with reward distribution {}; wanted {}",
+                            cur.rewardId, req.reward_id
+                        ),
+                    ))
+                }
+            },
+            || async {
+                p.settle(
+                    req.round_id,
+                    req.reward_id,
+                    req.validators.clone(),
+                    req.amounts.clone(),
+                )
+                .send()
+                .await
+            },
+            |e| {
+                e.as_decoded_interface_error::<ValidatorPool::ValidatorPoolErrors>()
+                    .is_some_and(|e| {
+                        matches!(e, ValidatorPool::ValidatorPoolErrors::AlreadySettled(_))
+                    })
+            },
+        )
+        .await
     }
 }
