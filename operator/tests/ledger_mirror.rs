@@ -196,7 +196,7 @@ async fn events(chain: &Chain, address: alloy::primitives::Address, signature: B
 #[tokio::test]
 async fn every_mirror_write_is_written_once() {
     use modelcommons_operator::ledger::bindings::{
-        ModelGovernor, ModelRegistry as Registry, RewardDistributor, ValidatorPool,
+        ModelRegistry as Registry, RewardDistributor, ValidatorPool,
     };
     use modelcommons_operator::ledger::ids::{datanet_version_id, rlhf_round_id, training_id};
     use modelcommons_operator::ledger::mirror::{
@@ -261,30 +261,7 @@ async fn every_mirror_write_is_written_once() {
         )
         .await;
     chain.mine(u64::from(chain.params.voting_period_blocks) + 1);
-    let g = ModelGovernor::new(s.governor, op.provider());
-    let r = Registry::new(s.registry, op.provider());
-    let call = r.ratificationCall(model).call().await.unwrap();
-    let desc = alloy::primitives::keccak256(r.proposalDescription(model).call().await.unwrap());
-    g.queue(
-        call.targets.clone(),
-        call.values.clone(),
-        call.calldatas.clone(),
-        desc,
-    )
-    .send()
-    .await
-    .unwrap()
-    .watch()
-    .await
-    .unwrap();
-    chain.wait_seconds(chain.params.timelock_delay_seconds + 1);
-    g.execute(call.targets, call.values, call.calldatas, desc)
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+    chain.queue_and_execute(OPERATOR, model).await;
     let record = RecordTraining {
         job_id: training_id("uid-ftj", 1),
         model_id: model,

@@ -13,7 +13,7 @@ use alloy::providers::PendingTransactionBuilder;
 
 use super::bindings::{ModelRegistry, OpenToken, RewardDistributor, ValidatorPool};
 use super::ids::model_id;
-use super::{Error, Ledger, Result};
+use super::{Error, Ledger, Result, call_error};
 
 /// Attempts per write before an error is returned (each one reads the chain first).
 const MAX_ATTEMPTS: u32 = 4;
@@ -205,19 +205,6 @@ pub struct SettleRound {
     pub reward_id: B256,
     pub validators: Vec<Address>,
     pub amounts: Vec<U256>,
-}
-
-fn call_error(
-    contract: &'static str,
-    method: &'static str,
-    address: Address,
-) -> impl FnOnce(alloy::contract::Error) -> Error {
-    move |source| Error::Call {
-        contract,
-        method,
-        address,
-        source: Box::new(source),
-    }
 }
 
 fn conflict(what: String, detail: String) -> Error {

@@ -89,6 +89,20 @@ pub fn revert_reason(err: &alloy::contract::Error) -> Option<String> {
         .or_else(|| err.as_decoded_interface_error::<open_token::OpenToken::OpenTokenErrors>().map(show))
 }
 
+/// Maps a failed contract call to [`Error::Call`], naming the contract, method and address.
+pub(crate) fn call_error(
+    contract: &'static str,
+    method: &'static str,
+    address: Address,
+) -> impl FnOnce(alloy::contract::Error) -> Error {
+    move |source| Error::Call {
+        contract,
+        method,
+        address,
+        source: Box::new(source),
+    }
+}
+
 /// Result with the ledger's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -8,7 +8,7 @@ use super::bindings::{
     GovToken, ModelGovernor, ModelRegistry, ModelTimelock, OpenToken, RewardDistributor,
     ValidatorPool,
 };
-use super::{Error, Ledger, Result};
+use super::{Error, Ledger, Result, call_error};
 
 /// Deployment parameters. Defaults suit a dev chain (blocks and seconds are short).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -68,19 +68,6 @@ fn deploy_err(contract: &'static str) -> impl FnOnce(alloy::contract::Error) -> 
     }
 }
 
-fn call_err(
-    contract: &'static str,
-    method: &'static str,
-    address: Address,
-) -> impl FnOnce(alloy::contract::Error) -> Error {
-    move |source| Error::Call {
-        contract,
-        method,
-        address,
-        source: Box::new(source),
-    }
-}
-
 impl Ledger {
     /// Deploys the suite with this ledger's key as deployer, operator and treasury, wires the
     /// roles (the timelock governs, the operator operates) and returns the addresses.
@@ -134,12 +121,12 @@ impl Ledger {
         );
         // Wiring: the governor proposes to the timelock; the registry proposes to the governor;
         // the timelock governs the registry and the distributor; the operator operates.
-        let proposer_role = timelock.PROPOSER_ROLE().call().await.map_err(call_err(
+        let proposer_role = timelock.PROPOSER_ROLE().call().await.map_err(call_error(
             "ModelTimelock",
             "PROPOSER_ROLE",
             t,
         ))?;
-        let canceller_role = timelock.CANCELLER_ROLE().call().await.map_err(call_err(
+        let canceller_role = timelock.CANCELLER_ROLE().call().await.map_err(call_error(
             "ModelTimelock",
             "CANCELLER_ROLE",
             t,
@@ -149,7 +136,7 @@ impl Ledger {
                 .grantRole(role, g)
                 .send()
                 .await
-                .map_err(call_err("ModelTimelock", "grantRole", t))?
+                .map_err(call_error("ModelTimelock", "grantRole", t))?
                 .watch()
                 .await?;
         }
@@ -157,15 +144,15 @@ impl Ledger {
             .setRegistry(r)
             .send()
             .await
-            .map_err(call_err("ModelGovernor", "setRegistry", g))?
+            .map_err(call_error("ModelGovernor", "setRegistry", g))?
             .watch()
             .await?;
-        let op = registry.OPERATOR_ROLE().call().await.map_err(call_err(
+        let op = registry.OPERATOR_ROLE().call().await.map_err(call_error(
             "ModelRegistry",
             "OPERATOR_ROLE",
             r,
         ))?;
-        let gov = registry.GOVERNANCE_ROLE().call().await.map_err(call_err(
+        let gov = registry.GOVERNANCE_ROLE().call().await.map_err(call_error(
             "ModelRegistry",
             "GOVERNANCE_ROLE",
             r,
@@ -174,34 +161,34 @@ impl Ledger {
             .grantRole(op, me)
             .send()
             .await
-            .map_err(call_err("ModelRegistry", "grantRole", r))?
+            .map_err(call_error("ModelRegistry", "grantRole", r))?
             .watch()
             .await?;
         registry
             .grantRole(gov, t)
             .send()
             .await
-            .map_err(call_err("ModelRegistry", "grantRole", r))?
+            .map_err(call_error("ModelRegistry", "grantRole", r))?
             .watch()
             .await?;
         distributor
             .grantRole(op, me)
             .send()
             .await
-            .map_err(call_err("RewardDistributor", "grantRole", d))?
+            .map_err(call_error("RewardDistributor", "grantRole", d))?
             .watch()
             .await?;
         distributor
             .grantRole(gov, t)
             .send()
             .await
-            .map_err(call_err("RewardDistributor", "grantRole", d))?
+            .map_err(call_error("RewardDistributor", "grantRole", d))?
             .watch()
             .await?;
         pool.grantRole(op, me)
             .send()
             .await
-            .map_err(call_err("ValidatorPool", "grantRole", v))?
+            .map_err(call_error("ValidatorPool", "grantRole", v))?
             .watch()
             .await?;
 

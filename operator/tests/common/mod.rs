@@ -2,6 +2,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use alloy::primitives::keccak256;
 use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use modelcommons_operator::ledger::Ledger;
@@ -205,5 +206,35 @@ impl Chain {
                 .unwrap(),
             "not for the relayer"
         );
+    }
+
+    /// After a successful vote: anyone queues, waits out the timelock and executes, which
+    /// makes the timelock call `registry.ratify(id)`.
+    pub async fn queue_and_execute(&self, who: usize, id: B256) {
+        let l = self.as_(who);
+        let g = ModelGovernor::new(self.suite.governor, l.provider());
+        let r = ModelRegistry::new(self.suite.registry, l.provider());
+        let call = r.ratificationCall(id).call().await.unwrap();
+        let desc = keccak256(r.proposalDescription(id).call().await.unwrap());
+        g.queue(
+            call.targets.clone(),
+            call.values.clone(),
+            call.calldatas.clone(),
+            desc,
+        )
+        .send()
+        .await
+        .unwrap()
+        .watch()
+        .await
+        .unwrap();
+        self.wait_seconds(self.params.timelock_delay_seconds + 1);
+        g.execute(call.targets, call.values, call.calldatas, desc)
+            .send()
+            .await
+            .unwrap()
+            .watch()
+            .await
+            .unwrap();
     }
 }
