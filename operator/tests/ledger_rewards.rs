@@ -343,3 +343,52 @@ async fn commit_reveal_refuses_late_and_mismatched_actions_and_settlement_slashe
         "AlreadySettled"
     );
 }
+
+#[tokio::test]
+async fn a_paused_distributor_refuses_claims_until_unpaused() {
+    let chain = Chain::new().await;
+    let op = chain.as_(OPERATOR);
+    let p = Payout {
+        index: U256::ZERO,
+        account: Chain::address(6),
+        amount: open(3),
+    };
+    let tree = PayoutTree::new(&[p]).unwrap();
+    let id = datanet_version_id("uid-paused", 1);
+    OpenToken::new(chain.suite.open, op.provider())
+        .approve(chain.suite.distributor, p.amount)
+        .send()
+        .await
+        .unwrap()
+        .watch()
+        .await
+        .unwrap();
+    let dist = RewardDistributor::new(chain.suite.distributor, op.provider());
+    dist.publish(id, 0, tree.root(), B256::ZERO, p.amount, u64::MAX / 2)
+        .send()
+        .await
+        .unwrap()
+        .watch()
+        .await
+        .unwrap();
+    dist.pause().send().await.unwrap().watch().await.unwrap();
+    let relayer = chain.as_(RELAYER);
+    let d = RewardDistributor::new(chain.suite.distributor, relayer.provider());
+    let err = d
+        .claim(id, p.index, p.account, p.amount, vec![])
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(revert_name(&err), "EnforcedPause");
+    // Only the admin may unpause.
+    assert!(d.unpause().send().await.is_err());
+    dist.unpause().send().await.unwrap().watch().await.unwrap();
+    d.claim(id, p.index, p.account, p.amount, vec![])
+        .send()
+        .await
+        .unwrap()
+        .watch()
+        .await
+        .unwrap();
+    assert_eq!(chain.balance(p.account).await, p.amount);
+}
