@@ -1,4 +1,4 @@
-//! Property test on a real chain: for random sequences of stakes, lost votes, publishes,
+//! Property test on a real chain: for random sequences of stakes, votes, decisions, publishes,
 //! claims (honest and forged), bonds and settlements with slashes, the tokens each contract
 //! holds always equal what the bookkeeping says (stakes + pools + bonds − refunds − claims −
 //! slashes moved out), and no leaf pays twice or more than its amount.
@@ -13,8 +13,9 @@ use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::sol_types::SolValue;
 use common::{Chain, OPERATOR, PROPOSER, open};
 use modelcommons_operator::ledger::bindings::{
-    ModelRegistry, OpenToken, RewardDistributor, ValidatorPool,
+    ModelGovernor, ModelRegistry, OpenToken, RewardDistributor, ValidatorPool,
 };
+use modelcommons_operator::ledger::governance::ProposalState;
 use modelcommons_operator::ledger::ids::{datanet_version_id, model_id};
 use modelcommons_operator::ledger::merkle::{Payout, PayoutTree};
 use proptest::prelude::*;
@@ -23,8 +24,11 @@ use proptest::prelude::*;
 enum Op {
     /// Register a proposal staking this many OPEN.
     Stake(u64),
-    /// Let the oldest open vote end without quorum and settle it (slash + refund).
-    LoseVote,
+    /// Holder `voter` (0..3) votes `support` on the oldest open proposal.
+    Vote { voter: usize, support: u8 },
+    /// End the oldest open vote and settle it: ratify (refund) when it passed, slash + refund
+    /// when it lost.
+    Decide,
     /// Publish a distribution with these amounts (OPEN) to fresh accounts.
     Publish(Vec<u64>),
     /// Claim leaf `leaf` of distribution `dist`, forged as `forge` (0 honest, 1 amount+1,
@@ -39,7 +43,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (1u64..500).prop_map(Op::Stake),
-        Just(Op::LoseVote),
+        (0usize..3, 0u8..3).prop_map(|(voter, support)| Op::Vote { voter, support }),
+        Just(Op::Decide),
         prop::collection::vec(1u64..100, 1..6).prop_map(Op::Publish),
         (0usize..4, 0usize..6, 0u8..4).prop_map(|(dist, leaf, forge)| Op::Claim {
             dist,
@@ -52,9 +57,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 const VALIDATORS: [usize; 3] = [6, 7, 8];
+const HOLDERS: [usize; 3] = [2, 3, 4];
 
 struct Book {
-    stakes: Vec<(B256, U256, bool)>, // id, stake, open
+    stakes: Vec<(B256, U256, bool, U256, Vec<usize>)>, // id, stake, open, proposal id, voters
     dists: Vec<(B256, Vec<Payout>, PayoutTree, Vec<bool>)>,
     bonds: [U256; 3],
     rounds: u64,
@@ -101,6 +107,9 @@ async fn run(ops: Vec<Op>) {
             .await
             .unwrap();
     }
+    for h in HOLDERS {
+        chain.wrap_and_delegate(h, open(100)).await;
+    }
     let registry = ModelRegistry::new(chain.suite.registry, op_l.provider());
     let dist = RewardDistributor::new(chain.suite.distributor, op_l.provider());
     let pool = ValidatorPool::new(chain.suite.validator_pool, op_l.provider());
@@ -123,23 +132,46 @@ async fn run(ops: Vec<Op>) {
                     .watch()
                     .await
                     .unwrap();
-                book.stakes.push((id, open(k), true));
+                let proposal = registry.models(id).call().await.unwrap().proposalId;
+                chain.mine(chain.params.voting_delay_blocks + 1);
+                book.stakes.push((id, open(k), true, proposal, vec![]));
             }
-            Op::LoseVote => {
+            Op::Vote { voter, support } => {
                 if let Some(entry) = book.stakes.iter_mut().find(|s| s.2) {
-                    chain.mine(
-                        chain.params.voting_delay_blocks
-                            + u64::from(chain.params.voting_period_blocks)
-                            + 2,
-                    );
-                    registry
-                        .settleDefeat(entry.0)
-                        .send()
-                        .await
-                        .unwrap()
-                        .watch()
-                        .await
-                        .unwrap();
+                    let l = chain.as_(HOLDERS[voter]);
+                    let g = ModelGovernor::new(chain.suite.governor, l.provider());
+                    let active = chain.state(entry.3).await == ProposalState::Active;
+                    let result = g.castVote(entry.3, support).send().await;
+                    if active && !entry.4.contains(&voter) {
+                        result.unwrap().watch().await.unwrap();
+                        entry.4.push(voter);
+                    } else {
+                        assert!(
+                            result.is_err(),
+                            "a second vote, or a vote outside the voting period, is refused"
+                        );
+                    }
+                }
+            }
+            Op::Decide => {
+                if let Some(entry) = book.stakes.iter_mut().find(|s| s.2) {
+                    chain.mine(u64::from(chain.params.voting_period_blocks) + 1);
+                    match chain.state(entry.3).await {
+                        ProposalState::Succeeded => {
+                            chain.queue_and_execute(OPERATOR, entry.0).await
+                        }
+                        ProposalState::Defeated => {
+                            registry
+                                .settleDefeat(entry.0)
+                                .send()
+                                .await
+                                .unwrap()
+                                .watch()
+                                .await
+                                .unwrap();
+                        }
+                        other => panic!("a vote past its period is decided, not {other:?}"),
+                    }
                     entry.2 = false;
                 } else {
                     assert!(
