@@ -7,7 +7,7 @@
 mod common;
 
 use alloy::primitives::U256;
-use common::{Chain, OPERATOR, PROPOSER, RELAYER, VOTERS, open};
+use common::{Chain, Mined, OPERATOR, PROPOSER, RELAYER, VOTERS, open};
 use modelcommons_operator::ledger::bindings::{ModelGovernor, ModelRegistry};
 use modelcommons_operator::ledger::governance::{ProposalState, Support};
 
@@ -53,12 +53,8 @@ async fn an_approved_proposal_is_ratified_through_the_timelock_and_refunds_the_s
         call.calldatas.clone(),
         desc,
     )
-    .send()
-    .await
-    .unwrap()
-    .watch()
-    .await
-    .unwrap();
+    .mined()
+    .await;
     assert_eq!(chain.state(proposal).await, ProposalState::Queued);
     // Executing before the delay is refused.
     let early = g
@@ -76,12 +72,8 @@ async fn an_approved_proposal_is_ratified_through_the_timelock_and_refunds_the_s
     );
     chain.wait_seconds(chain.params.timelock_delay_seconds + 1);
     g.execute(call.targets, call.values, call.calldatas, desc)
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     assert_eq!(chain.state(proposal).await, ProposalState::Executed);
 
     let m = r.models(id).call().await.unwrap();
@@ -134,12 +126,8 @@ async fn lost_vote(quorum_bps: u16, votes: &[(usize, Support)], uid: &str) {
     let relayer = chain.as_(RELAYER);
     ModelRegistry::new(chain.suite.registry, relayer.provider())
         .settleDefeat(id)
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     let slashed = stake * U256::from(chain.params.slash_bps) / U256::from(10_000u64);
     assert_eq!(slashed, open(777) / U256::from(5u64), "20% of 777 OPEN");
     assert_eq!(

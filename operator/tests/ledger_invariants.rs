@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::sol_types::SolValue;
-use common::{Chain, OPERATOR, PROPOSER, open};
+use common::{Chain, Mined, OPERATOR, PROPOSER, open};
 use modelcommons_operator::ledger::bindings::{
     ModelGovernor, ModelRegistry, OpenToken, RewardDistributor, ValidatorPool,
 };
@@ -79,33 +79,21 @@ async fn run(ops: Vec<Op>) {
     let token = OpenToken::new(chain.suite.open, op_l.provider());
     token
         .approve(chain.suite.distributor, U256::MAX)
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     chain.fund(PROPOSER, open(1_000_000)).await;
     let pl = chain.as_(PROPOSER);
     OpenToken::new(chain.suite.open, pl.provider())
         .approve(chain.suite.registry, U256::MAX)
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     for v in VALIDATORS {
         chain.fund(v, open(10_000)).await;
         let l = chain.as_(v);
         OpenToken::new(chain.suite.open, l.provider())
             .approve(chain.suite.validator_pool, U256::MAX)
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
+            .mined()
+            .await;
     }
     for h in HOLDERS {
         chain.wrap_and_delegate(h, open(100)).await;
@@ -126,12 +114,8 @@ async fn run(ops: Vec<Op>) {
                 let id = model_id(&format!("uid-{n}"));
                 registry
                     .register(id, B256::ZERO, Chain::address(PROPOSER), open(k), 400, 5001)
-                    .send()
-                    .await
-                    .unwrap()
-                    .watch()
-                    .await
-                    .unwrap();
+                    .mined()
+                    .await;
                 let proposal = registry.models(id).call().await.unwrap().proposalId;
                 chain.mine(chain.params.voting_delay_blocks + 1);
                 book.stakes.push((id, open(k), true, proposal, vec![]));
@@ -161,14 +145,7 @@ async fn run(ops: Vec<Op>) {
                             chain.queue_and_execute(OPERATOR, entry.0).await
                         }
                         ProposalState::Defeated => {
-                            registry
-                                .settleDefeat(entry.0)
-                                .send()
-                                .await
-                                .unwrap()
-                                .watch()
-                                .await
-                                .unwrap();
+                            registry.settleDefeat(entry.0).mined().await;
                         }
                         other => panic!("a vote past its period is decided, not {other:?}"),
                     }
@@ -198,12 +175,8 @@ async fn run(ops: Vec<Op>) {
                 let total = payouts.iter().map(|p| p.amount).sum();
                 let tree = PayoutTree::new(&payouts).unwrap();
                 dist.publish(id, 0, tree.root(), B256::ZERO, total, u64::MAX / 2)
-                    .send()
-                    .await
-                    .unwrap()
-                    .watch()
-                    .await
-                    .unwrap();
+                    .mined()
+                    .await;
                 let claimed = vec![false; payouts.len()];
                 book.dists.push((id, payouts, tree, claimed));
             }
@@ -255,43 +228,23 @@ async fn run(ops: Vec<Op>) {
                 let l = chain.as_(VALIDATORS[v]);
                 ValidatorPool::new(chain.suite.validator_pool, l.provider())
                     .bond(open(amount))
-                    .send()
-                    .await
-                    .unwrap()
-                    .watch()
-                    .await
-                    .unwrap();
+                    .mined()
+                    .await;
                 book.bonds[v] += open(amount);
             }
             Op::Settle(amounts) => {
                 book.rounds += 1;
                 let round = keccak256(format!("round-{}", book.rounds));
-                let b = chain
-                    .anvil
-                    .rpc("eth_getBlockByNumber", serde_json::json!(["latest", false]))
-                    .unwrap();
-                let now = u64::from_str_radix(
-                    b["timestamp"].as_str().unwrap().trim_start_matches("0x"),
-                    16,
-                )
-                .unwrap();
+                let now = common::now(&chain.anvil);
                 pool.openRound(round, B256::ZERO, now + 10, now + 20, U256::ZERO)
-                    .send()
-                    .await
-                    .unwrap()
-                    .watch()
-                    .await
-                    .unwrap();
+                    .mined()
+                    .await;
                 chain.wait_seconds(21);
                 let who: Vec<Address> = VALIDATORS.iter().map(|v| Chain::address(*v)).collect();
                 let amounts: Vec<U256> = amounts.iter().map(|a| open(*a)).collect();
                 pool.settle(round, B256::ZERO, who, amounts.clone())
-                    .send()
-                    .await
-                    .unwrap()
-                    .watch()
-                    .await
-                    .unwrap();
+                    .mined()
+                    .await;
                 for (i, a) in amounts.iter().enumerate() {
                     let taken = (*a).min(book.bonds[i]);
                     book.bonds[i] -= taken;

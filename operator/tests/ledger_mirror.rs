@@ -10,7 +10,7 @@ use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
 use alloy::rpc::types::Filter;
 use alloy::sol_types::SolEvent;
-use common::{Chain, OPERATOR, PROPOSER, open};
+use common::{Chain, Mined, OPERATOR, PROPOSER, open};
 use modelcommons_operator::ledger::Error;
 use modelcommons_operator::ledger::bindings::{ModelRegistry, OpenToken};
 use modelcommons_operator::ledger::ids::model_id;
@@ -40,12 +40,8 @@ async fn approve(chain: &Chain, amount: U256) {
     let l = chain.as_(PROPOSER);
     OpenToken::new(chain.suite.open, l.provider())
         .approve(chain.suite.registry, amount)
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
 }
 
 #[tokio::test]
@@ -302,29 +298,13 @@ async fn every_mirror_write_is_written_once() {
     let lv = chain.as_(v);
     OpenToken::new(s.open, lv.provider())
         .approve(s.validator_pool, open(100))
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     ValidatorPool::new(s.validator_pool, lv.provider())
         .bond(open(100))
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
-    let b = chain
-        .anvil
-        .rpc("eth_getBlockByNumber", serde_json::json!(["latest", false]))
-        .unwrap();
-    let now = u64::from_str_radix(
-        b["timestamp"].as_str().unwrap().trim_start_matches("0x"),
-        16,
-    )
-    .unwrap();
+        .mined()
+        .await;
+    let now = common::now(&chain.anvil);
     let round = OpenRound {
         round_id: rlhf_round_id("uid-round"),
         items_root: B256::repeat_byte(7),

@@ -7,22 +7,10 @@ mod common;
 
 use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy::sol_types::SolValue;
-use common::{Chain, OPERATOR, RELAYER, open};
+use common::{Chain, Mined, OPERATOR, RELAYER, open};
 use modelcommons_operator::ledger::bindings::{OpenToken, RewardDistributor, ValidatorPool};
 use modelcommons_operator::ledger::ids::{datanet_version_id, rlhf_round_id};
 use modelcommons_operator::ledger::merkle::{Payout, PayoutTree};
-
-async fn now(chain: &Chain) -> u64 {
-    let b = chain
-        .anvil
-        .rpc("eth_getBlockByNumber", serde_json::json!(["latest", false]))
-        .unwrap();
-    u64::from_str_radix(
-        b["timestamp"].as_str().unwrap().trim_start_matches("0x"),
-        16,
-    )
-    .unwrap()
-}
 
 /// The custom error a call reverted with, by name.
 fn revert_name(err: &alloy::contract::Error) -> String {
@@ -57,25 +45,17 @@ async fn a_valid_proof_pays_once_and_everything_else_is_refused() {
     let total = payouts.iter().map(|p| p.amount).sum::<U256>();
     let tree = PayoutTree::new(&payouts).unwrap();
     let id = datanet_version_id("uid-datanet", 1);
-    let deadline = now(&chain).await + 3_600;
+    let deadline = common::now(&chain.anvil) + 3_600;
 
     OpenToken::new(chain.suite.open, op.provider())
         .approve(chain.suite.distributor, total)
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     let dist = RewardDistributor::new(chain.suite.distributor, op.provider());
     let dataset_root = B256::repeat_byte(0xda);
     dist.publish(id, 0, tree.root(), dataset_root, total, deadline)
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     assert_eq!(
         chain.balance(chain.suite.distributor).await,
         total,
@@ -95,12 +75,8 @@ async fn a_valid_proof_pays_once_and_everything_else_is_refused() {
     let proof = tree.proof(1).unwrap();
     let before = chain.balance(p.account).await;
     d.claim(id, p.index, p.account, p.amount, proof.clone())
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     assert_eq!(chain.balance(p.account).await, before + p.amount);
     assert!(d.isClaimed(id, p.index).call().await.unwrap());
 
@@ -148,7 +124,7 @@ async fn a_valid_proof_pays_once_and_everything_else_is_refused() {
         "ClaimWindowClosed"
     );
     let treasury_before = chain.balance(chain.suite.treasury).await;
-    d.sweep(id).send().await.unwrap().watch().await.unwrap();
+    d.sweep(id).mined().await;
     assert_eq!(
         chain.balance(chain.suite.treasury).await,
         treasury_before + total - p.amount
@@ -175,23 +151,15 @@ async fn commit_reveal_refuses_late_and_mismatched_actions_and_settlement_slashe
         let l = chain.as_(v);
         OpenToken::new(chain.suite.open, l.provider())
             .approve(chain.suite.validator_pool, bond)
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
+            .mined()
+            .await;
         ValidatorPool::new(chain.suite.validator_pool, l.provider())
             .bond(bond)
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
+            .mined()
+            .await;
     }
     let round = rlhf_round_id("uid-round");
-    let t0 = now(&chain).await;
+    let t0 = common::now(&chain.anvil);
     let (commit_deadline, reveal_deadline) = (t0 + 600, t0 + 1_200);
     let pool = ValidatorPool::new(chain.suite.validator_pool, op.provider());
     pool.openRound(
@@ -201,12 +169,8 @@ async fn commit_reveal_refuses_late_and_mismatched_actions_and_settlement_slashe
         reveal_deadline,
         open(50),
     )
-    .send()
-    .await
-    .unwrap()
-    .watch()
-    .await
-    .unwrap();
+    .mined()
+    .await;
 
     let choices: [&[u8]; 3] = [&[0, 1, 1, 0], &[0, 1, 1, 1], &[1, 0, 0, 1]];
     let salts = [
@@ -232,14 +196,7 @@ async fn commit_reveal_refuses_late_and_mismatched_actions_and_settlement_slashe
             c,
             "the contract and the client agree on the commitment"
         );
-        as_pool(*v)
-            .commit(round, c)
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
+        as_pool(*v).commit(round, c).mined().await;
     }
     // Revealing before commits close is refused.
     let early = as_pool(validators[0])
@@ -269,12 +226,8 @@ async fn commit_reveal_refuses_late_and_mismatched_actions_and_settlement_slashe
     assert_eq!(revert_name(&wrong.unwrap_err()), "RevealMismatch");
     as_pool(validators[0])
         .reveal(round, Bytes::copy_from_slice(choices[0]), salts[0])
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     assert!(
         pool.revealed(round, Chain::address(validators[0]))
             .call()
@@ -300,12 +253,8 @@ async fn commit_reveal_refuses_late_and_mismatched_actions_and_settlement_slashe
     let treasury_before = chain.balance(chain.suite.treasury).await;
     let reward_id = rlhf_round_id("uid-round");
     pool.settle(round, reward_id, slashed.clone(), amounts.clone())
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     assert_eq!(
         chain.balance(chain.suite.treasury).await,
         treasury_before + open(5)
@@ -357,21 +306,13 @@ async fn a_paused_distributor_refuses_claims_until_unpaused() {
     let id = datanet_version_id("uid-paused", 1);
     OpenToken::new(chain.suite.open, op.provider())
         .approve(chain.suite.distributor, p.amount)
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     let dist = RewardDistributor::new(chain.suite.distributor, op.provider());
     dist.publish(id, 0, tree.root(), B256::ZERO, p.amount, u64::MAX / 2)
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
-    dist.pause().send().await.unwrap().watch().await.unwrap();
+        .mined()
+        .await;
+    dist.pause().mined().await;
     let relayer = chain.as_(RELAYER);
     let d = RewardDistributor::new(chain.suite.distributor, relayer.provider());
     let err = d
@@ -382,13 +323,9 @@ async fn a_paused_distributor_refuses_claims_until_unpaused() {
     assert_eq!(revert_name(&err), "EnforcedPause");
     // Only the admin may unpause.
     assert!(d.unpause().send().await.is_err());
-    dist.unpause().send().await.unwrap().watch().await.unwrap();
+    dist.unpause().mined().await;
     d.claim(id, p.index, p.account, p.amount, vec![])
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     assert_eq!(chain.balance(p.account).await, p.amount);
 }

@@ -13,6 +13,31 @@ use modelcommons_operator::ledger::suite::{SuiteAddresses, SuiteParams};
 use modelcommons_testbed::{Anvil, DEV_KEYS};
 use serde_json::json;
 
+/// Sends a call and waits until it is mined, failing the test on any error.
+pub trait Mined {
+    fn mined(self) -> impl std::future::Future<Output = alloy::rpc::types::TransactionReceipt>;
+}
+
+impl<P: alloy::providers::Provider, D: alloy::contract::CallDecoder> Mined
+    for alloy::contract::CallBuilder<P, D>
+{
+    async fn mined(self) -> alloy::rpc::types::TransactionReceipt {
+        self.send().await.unwrap().get_receipt().await.unwrap()
+    }
+}
+
+/// The latest block's timestamp.
+pub fn now(anvil: &Anvil) -> u64 {
+    let b = anvil
+        .rpc("eth_getBlockByNumber", json!(["latest", false]))
+        .unwrap();
+    u64::from_str_radix(
+        b["timestamp"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap()
+}
+
 pub const OPERATOR: usize = 0;
 pub const PROPOSER: usize = 1;
 pub const VOTERS: [usize; 3] = [2, 3, 4];
@@ -74,14 +99,7 @@ impl Chain {
     pub async fn fund(&self, who: usize, amount: U256) {
         let op = self.as_(OPERATOR);
         let token = OpenToken::new(self.suite.open, op.provider());
-        token
-            .transfer(Self::address(who), amount)
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
+        token.transfer(Self::address(who), amount).mined().await;
     }
 
     /// `who` wraps `amount` OPEN into gOPEN and delegates the votes to itself.
@@ -90,29 +108,10 @@ impl Chain {
         let l = self.as_(who);
         let me = Self::address(who);
         let token = OpenToken::new(self.suite.open, l.provider());
-        token
-            .approve(self.suite.gov_token, amount)
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
+        token.approve(self.suite.gov_token, amount).mined().await;
         let gov = GovToken::new(self.suite.gov_token, l.provider());
-        gov.depositFor(me, amount)
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
-        gov.delegate(me)
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
+        gov.depositFor(me, amount).mined().await;
+        gov.delegate(me).mined().await;
     }
 
     /// The proposer approves the stake; the operator registers the proposal.
@@ -126,12 +125,8 @@ impl Chain {
         let l = self.as_(PROPOSER);
         OpenToken::new(self.suite.open, l.provider())
             .approve(self.suite.registry, stake)
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
+            .mined()
+            .await;
         let op = self.as_(OPERATOR);
         let registry = ModelRegistry::new(self.suite.registry, op.provider());
         let id = model_id(uid);
@@ -144,12 +139,8 @@ impl Chain {
                 quorum_bps,
                 threshold_bps,
             )
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
+            .mined()
+            .await;
         let m = registry.models(id).call().await.unwrap();
         assert_eq!(m.stake, stake);
         assert_eq!(m.proposer, Self::address(PROPOSER));
@@ -164,13 +155,7 @@ impl Chain {
     pub async fn vote(&self, who: usize, proposal: U256, support: Support) {
         let l = self.as_(who);
         let g = ModelGovernor::new(self.suite.governor, l.provider());
-        g.castVote(proposal, support as u8)
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
+        g.castVote(proposal, support as u8).mined().await;
     }
 
     /// `who` signs a ballot off chain; the relayer submits it and pays the gas.
@@ -189,12 +174,8 @@ impl Chain {
         )
         .unwrap();
         g.castVoteBySig(proposal, support as u8, key.address(), sig.into())
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
+            .mined()
+            .await;
         assert!(
             g.hasVoted(proposal, key.address()).call().await.unwrap(),
             "the signed ballot counts for the voter"
@@ -222,19 +203,11 @@ impl Chain {
             call.calldatas.clone(),
             desc,
         )
-        .send()
-        .await
-        .unwrap()
-        .watch()
-        .await
-        .unwrap();
+        .mined()
+        .await;
         self.wait_seconds(self.params.timelock_delay_seconds + 1);
         g.execute(call.targets, call.values, call.calldatas, desc)
-            .send()
-            .await
-            .unwrap()
-            .watch()
-            .await
-            .unwrap();
+            .mined()
+            .await;
     }
 }
