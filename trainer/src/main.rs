@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! modelcommons-trainer selftest [--steps N] [--cpu]   train a tiny network, print the loss curve
+//! modelcommons-trainer init --out DIR [--seed N]      write a tiny random Llama (HF layout)
 //! ```
 
 use anyhow::{Context, bail};
-use modelcommons_trainer::{device, selftest};
+use modelcommons_trainer::{device, init, selftest};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +42,26 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        _ => bail!("usage: modelcommons-trainer selftest [--steps N] [--cpu]"),
+        Some("init") => {
+            let out = args
+                .iter()
+                .position(|a| a == "--out")
+                .and_then(|i| args.get(i + 1))
+                .context("--out DIR is required")?;
+            let seed = match args.iter().position(|a| a == "--seed") {
+                Some(i) => args
+                    .get(i + 1)
+                    .context("--seed takes a number")?
+                    .parse()
+                    .context("--seed takes a number")?,
+                None => 7,
+            };
+            let digest = init::TinyLlama::default().write(std::path::Path::new(out), seed)?;
+            println!("wrote a tiny Llama to {out}: model.safetensors sha256 {digest}");
+            Ok(())
+        }
+        _ => bail!(
+            "usage: modelcommons-trainer selftest [--steps N] [--cpu] | init --out DIR [--seed N]"
+        ),
     }
 }

@@ -31,23 +31,17 @@ pub fn run(device: Device, steps: usize, seed: i64) -> Result<Report, Error> {
     if steps == 0 {
         return Err(Error::NoSteps);
     }
-    // libtorch's generator is process-wide: seeding and drawing the initial weights must not
-    // interleave with another thread doing the same, or the same seed gives other weights.
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let guard = RNG
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    tch::manual_seed(seed);
     let x = Tensor::linspace(-1.0, 1.0, 256, (Kind::Float, device)).unsqueeze(1);
     let y = (&x * 3.0).sin() + &x * 0.5;
-
+    // The initial weights are drawn under the seed lock: the same seed, the same network.
     let vs = nn::VarStore::new(device);
-    let root = vs.root();
-    let net = nn::seq()
-        .add(nn::linear(&root / "l1", 1, 64, Default::default()))
-        .add_fn(|t| t.tanh())
-        .add(nn::linear(&root / "l2", 64, 1, Default::default()));
-    drop(guard);
+    let net = crate::seeded(seed, || {
+        let root = vs.root();
+        nn::seq()
+            .add(nn::linear(&root / "l1", 1, 64, Default::default()))
+            .add_fn(|t| t.tanh())
+            .add(nn::linear(&root / "l2", 64, 1, Default::default()))
+    });
     let mut opt = nn::AdamW::default().build(&vs, 1e-2)?;
 
     let loss_of = |net: &nn::Sequential| -> Result<f64, tch::TchError> {
