@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)] // a bench fails loudly
 
 use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
-use alloy::providers::PendingTransactionBuilder;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolValue;
 use modelcommons_operator::ledger::Ledger;
@@ -20,8 +19,17 @@ use modelcommons_operator::ledger::suite::SuiteParams;
 use modelcommons_testbed::{Anvil, DEV_KEYS};
 use serde_json::json;
 
-async fn gas(p: PendingTransactionBuilder<alloy::network::Ethereum>) -> u64 {
-    p.get_receipt().await.unwrap().gas_used
+/// Sends a call, waits for its receipt and returns the gas it used.
+async fn gas<P: alloy::providers::Provider, D: alloy::contract::CallDecoder>(
+    call: alloy::contract::CallBuilder<P, D>,
+) -> u64 {
+    call.send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap()
+        .gas_used
 }
 
 fn addr(i: usize) -> Address {
@@ -51,56 +59,33 @@ async fn main() {
     // Governance: wrap + delegate, register, vote, vote by signature, queue, execute.
     let open = OpenToken::new(s.open, op.provider());
     for i in [1usize, 2, 3] {
-        gas(open
-            .transfer(addr(i), U256::from(2_000u64) * unit)
-            .send()
-            .await
-            .unwrap())
-        .await;
+        gas(open.transfer(addr(i), U256::from(2_000u64) * unit)).await;
     }
     for i in [2usize, 3] {
         let li = l(i);
         let o = OpenToken::new(s.open, li.provider());
-        gas(o
-            .approve(s.gov_token, U256::from(1_000u64) * unit)
-            .send()
-            .await
-            .unwrap())
-        .await;
+        gas(o.approve(s.gov_token, U256::from(1_000u64) * unit)).await;
         let g = GovToken::new(s.gov_token, li.provider());
-        let w = gas(g
-            .depositFor(addr(i), U256::from(1_000u64) * unit)
-            .send()
-            .await
-            .unwrap())
-        .await;
-        let d = gas(g.delegate(addr(i)).send().await.unwrap()).await;
+        let w = gas(g.depositFor(addr(i), U256::from(1_000u64) * unit)).await;
+        let d = gas(g.delegate(addr(i))).await;
         if i == 2 {
             row(&mut rows, "gOPEN depositFor (wrap)", w, "");
             row(&mut rows, "gOPEN delegate", d, "");
         }
     }
     let lp = l(1);
-    gas(OpenToken::new(s.open, lp.provider())
-        .approve(s.registry, U256::from(1_000u64) * unit)
-        .send()
-        .await
-        .unwrap())
-    .await;
+    gas(OpenToken::new(s.open, lp.provider()).approve(s.registry, U256::from(1_000u64) * unit))
+        .await;
     let reg = ModelRegistry::new(s.registry, op.provider());
     let id = model_id("bench");
-    let g = gas(reg
-        .register(
-            id,
-            B256::ZERO,
-            addr(1),
-            U256::from(500u64) * unit,
-            400,
-            5001,
-        )
-        .send()
-        .await
-        .unwrap())
+    let g = gas(reg.register(
+        id,
+        B256::ZERO,
+        addr(1),
+        U256::from(500u64) * unit,
+        400,
+        5001,
+    ))
     .await;
     row(&mut rows, "registry.register (escrow + propose)", g, "");
     let m = reg.models(id).call().await.unwrap();
@@ -110,7 +95,7 @@ async fn main() {
     row(
         &mut rows,
         "governor.castVote",
-        gas(gov2.castVote(m.proposalId, 1).send().await.unwrap()).await,
+        gas(gov2.castVote(m.proposalId, 1)).await,
         "",
     );
     let key3: PrivateKeySigner = DEV_KEYS[3].parse().unwrap();
@@ -125,12 +110,7 @@ async fn main() {
         nonce,
     )
     .unwrap();
-    let g = gas(gov_relay
-        .castVoteBySig(m.proposalId, 1, addr(3), sig.into())
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let g = gas(gov_relay.castVoteBySig(m.proposalId, 1, addr(3), sig.into())).await;
     row(
         &mut rows,
         "governor.castVoteBySig (relayed)",
@@ -140,49 +120,36 @@ async fn main() {
     mine(u64::from(params.voting_period_blocks) + 1);
     let call = reg.ratificationCall(id).call().await.unwrap();
     let desc = keccak256(reg.proposalDescription(id).call().await.unwrap());
-    let g = gas(gov_relay
-        .queue(
-            call.targets.clone(),
-            call.values.clone(),
-            call.calldatas.clone(),
-            desc,
-        )
-        .send()
-        .await
-        .unwrap())
+    let g = gas(gov_relay.queue(
+        call.targets.clone(),
+        call.values.clone(),
+        call.calldatas.clone(),
+        desc,
+    ))
     .await;
     row(&mut rows, "governor.queue", g, "");
     wait(params.timelock_delay_seconds + 1);
-    let g = gas(gov_relay
-        .execute(call.targets, call.values, call.calldatas, desc)
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let g = gas(gov_relay.execute(call.targets, call.values, call.calldatas, desc)).await;
     row(
         &mut rows,
         "governor.execute → registry.ratify (refund)",
         g,
         "",
     );
-    let g = gas(reg
-        .recordTraining(
-            keccak256("job"),
-            id,
-            B256::ZERO,
-            B256::ZERO,
-            B256::ZERO,
-            true,
-        )
-        .send()
-        .await
-        .unwrap())
+    let g = gas(reg.recordTraining(
+        keccak256("job"),
+        id,
+        B256::ZERO,
+        B256::ZERO,
+        B256::ZERO,
+        true,
+    ))
     .await;
     row(&mut rows, "registry.recordTraining", g, "");
 
     // Merkle distributions: publish (settlement) and claim at three sizes.
     let dist = RewardDistributor::new(s.distributor, op.provider());
-    gas(open.approve(s.distributor, U256::MAX).send().await.unwrap()).await;
+    gas(open.approve(s.distributor, U256::MAX)).await;
     for n in [10usize, 1_000, 10_000] {
         let payouts: Vec<Payout> = (0..n)
             .map(|i| Payout {
@@ -195,12 +162,7 @@ async fn main() {
         let tree = PayoutTree::new(&payouts).unwrap();
         let did = datanet_version_id("bench", n as u32);
         let deadline = u64::MAX / 2;
-        let g = gas(dist
-            .publish(did, 0, tree.root(), B256::ZERO, total, deadline)
-            .send()
-            .await
-            .unwrap())
-        .await;
+        let g = gas(dist.publish(did, 0, tree.root(), B256::ZERO, total, deadline)).await;
         row(
             &mut rows,
             &format!("distributor.publish, {n} recipients"),
@@ -211,22 +173,12 @@ async fn main() {
         // slots (bitmap word, recipient balance): the worst case. A typical claim lands in a
         // word already touched, for an account that already holds OPEN.
         let (first, typical) = (n / 2 - 1, n / 2);
-        gas(open
-            .transfer(payouts[typical].account, U256::from(1u64))
-            .send()
-            .await
-            .unwrap())
-        .await;
+        gas(open.transfer(payouts[typical].account, U256::from(1u64))).await;
         for (i, what) in [(first, "first in word, new holder"), (typical, "typical")] {
             let p = payouts[i];
             let proof = tree.proof(i).unwrap();
             let depth = proof.len();
-            let g = gas(dist
-                .claim(did, p.index, p.account, p.amount, proof)
-                .send()
-                .await
-                .unwrap())
-            .await;
+            let g = gas(dist.claim(did, p.index, p.account, p.amount, proof)).await;
             row(
                 &mut rows,
                 &format!("distributor.claim, {n} recipients, {what}"),
@@ -238,23 +190,13 @@ async fn main() {
 
     // Validators: bond, open, commit, reveal, settle.
     let l4 = l(4);
-    gas(open
-        .transfer(addr(4), U256::from(100u64) * unit)
-        .send()
-        .await
-        .unwrap())
-    .await;
-    gas(OpenToken::new(s.open, l4.provider())
-        .approve(s.validator_pool, U256::MAX)
-        .send()
-        .await
-        .unwrap())
-    .await;
+    gas(open.transfer(addr(4), U256::from(100u64) * unit)).await;
+    gas(OpenToken::new(s.open, l4.provider()).approve(s.validator_pool, U256::MAX)).await;
     let pool4 = ValidatorPool::new(s.validator_pool, l4.provider());
     row(
         &mut rows,
         "validatorPool.bond",
-        gas(pool4.bond(U256::from(100u64) * unit).send().await.unwrap()).await,
+        gas(pool4.bond(U256::from(100u64) * unit)).await,
         "",
     );
     let pool = ValidatorPool::new(s.validator_pool, op.provider());
@@ -265,12 +207,7 @@ async fn main() {
         .map(|t| u64::from_str_radix(t.trim_start_matches("0x"), 16).unwrap())
         .unwrap();
     let round = keccak256("round");
-    let g = gas(pool
-        .openRound(round, B256::ZERO, now + 100, now + 200, U256::from(1u64))
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let g = gas(pool.openRound(round, B256::ZERO, now + 100, now + 200, U256::from(1u64))).await;
     row(&mut rows, "validatorPool.openRound", g, "");
     let choices = Bytes::from(vec![1u8; 64]);
     let salt = B256::repeat_byte(9);
@@ -278,19 +215,14 @@ async fn main() {
     row(
         &mut rows,
         "validatorPool.commit",
-        gas(pool4.commit(round, c).send().await.unwrap()).await,
+        gas(pool4.commit(round, c)).await,
         "",
     );
     wait(101);
-    let g = gas(pool4.reveal(round, choices, salt).send().await.unwrap()).await;
+    let g = gas(pool4.reveal(round, choices, salt)).await;
     row(&mut rows, "validatorPool.reveal (64 judgments)", g, "");
     wait(101);
-    let g = gas(pool
-        .settle(round, B256::ZERO, vec![addr(4)], vec![unit])
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let g = gas(pool.settle(round, B256::ZERO, vec![addr(4)], vec![unit])).await;
     row(
         &mut rows,
         "validatorPool.settle (1 slash)",

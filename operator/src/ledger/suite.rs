@@ -68,6 +68,21 @@ fn deploy_err(contract: &'static str) -> impl FnOnce(alloy::contract::Error) -> 
     }
 }
 
+/// Sends a configuration call and waits until it is mined.
+async fn mined<P: Provider, D: alloy::contract::CallDecoder>(
+    call: alloy::contract::CallBuilder<P, D>,
+    contract: &'static str,
+    method: &'static str,
+    address: Address,
+) -> Result<()> {
+    call.send()
+        .await
+        .map_err(call_error(contract, method, address))?
+        .watch()
+        .await?;
+    Ok(())
+}
+
 impl Ledger {
     /// Deploys the suite with this ledger's key as deployer, operator and treasury, wires the
     /// roles (the timelock governs, the operator operates) and returns the addresses.
@@ -132,21 +147,9 @@ impl Ledger {
             t,
         ))?;
         for role in [proposer_role, canceller_role] {
-            timelock
-                .grantRole(role, g)
-                .send()
-                .await
-                .map_err(call_error("ModelTimelock", "grantRole", t))?
-                .watch()
-                .await?;
+            mined(timelock.grantRole(role, g), "ModelTimelock", "grantRole", t).await?;
         }
-        governor
-            .setRegistry(r)
-            .send()
-            .await
-            .map_err(call_error("ModelGovernor", "setRegistry", g))?
-            .watch()
-            .await?;
+        mined(governor.setRegistry(r), "ModelGovernor", "setRegistry", g).await?;
         let op = registry.OPERATOR_ROLE().call().await.map_err(call_error(
             "ModelRegistry",
             "OPERATOR_ROLE",
@@ -157,40 +160,23 @@ impl Ledger {
             "GOVERNANCE_ROLE",
             r,
         ))?;
-        registry
-            .grantRole(op, me)
-            .send()
-            .await
-            .map_err(call_error("ModelRegistry", "grantRole", r))?
-            .watch()
-            .await?;
-        registry
-            .grantRole(gov, t)
-            .send()
-            .await
-            .map_err(call_error("ModelRegistry", "grantRole", r))?
-            .watch()
-            .await?;
-        distributor
-            .grantRole(op, me)
-            .send()
-            .await
-            .map_err(call_error("RewardDistributor", "grantRole", d))?
-            .watch()
-            .await?;
-        distributor
-            .grantRole(gov, t)
-            .send()
-            .await
-            .map_err(call_error("RewardDistributor", "grantRole", d))?
-            .watch()
-            .await?;
-        pool.grantRole(op, me)
-            .send()
-            .await
-            .map_err(call_error("ValidatorPool", "grantRole", v))?
-            .watch()
-            .await?;
+        mined(registry.grantRole(op, me), "ModelRegistry", "grantRole", r).await?;
+        mined(registry.grantRole(gov, t), "ModelRegistry", "grantRole", r).await?;
+        mined(
+            distributor.grantRole(op, me),
+            "RewardDistributor",
+            "grantRole",
+            d,
+        )
+        .await?;
+        mined(
+            distributor.grantRole(gov, t),
+            "RewardDistributor",
+            "grantRole",
+            d,
+        )
+        .await?;
+        mined(pool.grantRole(op, me), "ValidatorPool", "grantRole", v).await?;
 
         Ok(SuiteAddresses {
             chain_id: p.get_chain_id().await?,
