@@ -1,13 +1,18 @@
 //! The modelcommons trainer: libtorch through tch.
 //!
+//! - [`config`], [`model`], [`tokenizer`]: a Llama-family causal LM in the Hugging Face layout.
 //! - [`device`]: picks CUDA when libtorch sees a GPU, the CPU otherwise.
 //! - [`init`]: a tiny random Llama in the Hugging Face layout, deterministic per seed.
 //! - [`selftest`]: a tiny regression network trained end to end; proves libtorch loads,
 //!   computes gradients and optimizes on this machine (and on a GPU node, with CUDA).
 
+pub mod config;
 pub mod device;
+pub mod generate;
 pub mod init;
+pub mod model;
 pub mod selftest;
+pub mod tokenizer;
 
 /// Runs `f` with libtorch's process-wide generator seeded to `seed`, holding a lock so that no
 /// other thread reseeds or draws from it meanwhile (same seed, same numbers, even when tests
