@@ -10,6 +10,7 @@
 //! - [`selftest`]: a tiny regression network trained end to end; proves libtorch loads,
 //!   computes gradients and optimizes on this machine (and on a GPU node, with CUDA).
 
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod device;
