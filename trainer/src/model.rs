@@ -701,3 +701,112 @@ fn inv_freq(c: &LlamaConfig, device: Device) -> Tensor {
     };
     inv.to_device(device)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(dir: &Path) -> Llama {
+        crate::init::TinyLlama {
+            init_std: 0.2,
+            ..crate::init::TinyLlama::default()
+        }
+        .write(dir, 3)
+        .unwrap();
+        Llama::load(dir, Device::Cpu, Kind::Float).unwrap()
+    }
+
+    #[test]
+    fn merged_adapters_give_the_same_logits_and_base_mode_ignores_them() {
+        let d = tempfile::tempdir().unwrap();
+        let mut m = tiny(d.path());
+        let ids = Tensor::from_slice(&[1i64, 40, 41, 42, 43, 7]).view([1, 6]);
+        let base = tch::no_grad(|| m.forward(&ids, None, Mode::EVAL));
+        let cfg = LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.1,
+            target_modules: vec!["q_proj".into(), "down_proj".into()],
+        };
+        m.add_lora(&cfg, 1).unwrap();
+        let fresh = tch::no_grad(|| m.forward(&ids, None, Mode::EVAL));
+        assert!(fresh.allclose(&base, 1e-6, 1e-6, false), "B = 0: no change");
+        tch::no_grad(|| {
+            for (_, t) in m.lora_tensors() {
+                let mut t = t;
+                let _ = t.normal_(0.0, 0.3);
+            }
+        });
+        let adapted = tch::no_grad(|| m.forward(&ids, None, Mode::EVAL));
+        assert!(!adapted.allclose(&base, 1e-3, 1e-3, false));
+        let as_base = tch::no_grad(|| m.forward(&ids, None, Mode::BASE));
+        assert!(as_base.allclose(&base, 1e-6, 1e-6, false));
+        let merged = Llama::from_tensors(
+            m.config.clone(),
+            m.merged_tensors().into_iter().collect(),
+            Device::Cpu,
+            Kind::Float,
+        )
+        .unwrap();
+        let folded = tch::no_grad(|| merged.forward(&ids, None, Mode::EVAL));
+        let diff = (folded - adapted).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "merged differs by {diff}");
+        assert_eq!(m.lora_tensors().len(), 2 * 2 * 2);
+    }
+
+    #[test]
+    fn a_checkpoint_that_does_not_fit_the_config_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let m = tiny(d.path());
+        let mut tensors: HashMap<String, Tensor> = m.base_tensors().into_iter().collect();
+        tensors.remove("model.layers.1.mlp.up_proj.weight");
+        let err = Llama::from_tensors(m.config.clone(), tensors, Device::Cpu, Kind::Float)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.layers.1.mlp.up_proj.weight"), "{err}");
+        let mut tensors: HashMap<String, Tensor> = m.base_tensors().into_iter().collect();
+        tensors.insert("model.norm.weight".into(), Tensor::ones([3], (Kind::Float, Device::Cpu)));
+        let err = Llama::from_tensors(m.config.clone(), tensors, Device::Cpu, Kind::Float)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shape"), "{err}");
+        let bad = LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            target_modules: vec!["lm_head".into()],
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn sharded_checkpoints_load_through_their_index() {
+        let d = tempfile::tempdir().unwrap();
+        let m = tiny(d.path());
+        let all = m.base_tensors();
+        let (a, b) = all.split_at(all.len() / 2);
+        let s = tempfile::tempdir().unwrap();
+        Tensor::write_safetensors(a, s.path().join("model-00001-of-00002.safetensors")).unwrap();
+        Tensor::write_safetensors(b, s.path().join("model-00002-of-00002.safetensors")).unwrap();
+        let map: serde_json::Map<String, serde_json::Value> = a
+            .iter()
+            .map(|(n, _)| (n.clone(), "model-00001-of-00002.safetensors".into()))
+            .chain(b.iter().map(|(n, _)| (n.clone(), "model-00002-of-00002.safetensors".into())))
+            .collect();
+        std::fs::write(
+            s.path().join("model.safetensors.index.json"),
+            serde_json::json!({"metadata": {}, "weight_map": map}).to_string(),
+        )
+        .unwrap();
+        std::fs::copy(d.path().join("config.json"), s.path().join("config.json")).unwrap();
+        let sharded = Llama::load(s.path(), Device::Cpu, Kind::Float).unwrap();
+        let ids = Tensor::from_slice(&[1i64, 5, 9]).view([1, 3]);
+        let (x, y) = tch::no_grad(|| {
+            (
+                m.forward(&ids, None, Mode::EVAL),
+                sharded.forward(&ids, None, Mode::EVAL),
+            )
+        });
+        assert!(x.equal(&y));
+    }
+}
