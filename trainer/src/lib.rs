@@ -4,10 +4,13 @@
 //! - [`init`]: a tiny random Llama in the Hugging Face layout, deterministic per seed.
 //! - [`selftest`]: a tiny regression network trained end to end; proves libtorch loads,
 //!   computes gradients and optimizes on this machine (and on a GPU node, with CUDA).
+//! - [`serve`]: the OpenAI-compatible HTTP server (API keys, rate limits, usage metering) that
+//!   ModelDeployment pods run.
 
 pub mod device;
 pub mod init;
 pub mod selftest;
+pub mod serve;
 
 /// Runs `f` with libtorch's process-wide generator seeded to `seed`, holding a lock so that no
 /// other thread reseeds or draws from it meanwhile (same seed, same numbers, even when tests

@@ -60,6 +60,20 @@ fn main() -> anyhow::Result<()> {
             println!("wrote a tiny Llama to {out}: model.safetensors sha256 {digest}");
             Ok(())
         }
+        // TEMPORARY (branch `serve`): main will wire `serve` with its own argument parsing.
+        Some("serve") => {
+            use clap::Parser;
+            #[derive(Parser)]
+            #[command(name = "modelcommons-trainer serve")]
+            struct Serve {
+                #[command(flatten)]
+                args: modelcommons_trainer::serve::Args,
+            }
+            let cli = Serve::parse_from(
+                std::iter::once("serve".to_string()).chain(args.into_iter().skip(1)),
+            );
+            tokio::runtime::Runtime::new()?.block_on(modelcommons_trainer::serve::run(cli.args))
+        }
         _ => bail!(
             "usage: modelcommons-trainer selftest [--steps N] [--cpu] | init --out DIR [--seed N]"
         ),
