@@ -398,7 +398,7 @@ async fn openai_shapes_and_usage_counters() {
     assert!(last["choices"][0]["finish_reason"].is_string());
     let streamed = cs.iter().filter(|c| is_token_chunk(c)).count() as u64;
     assert_eq!(streamed as usize, cs.len() - 2);
-    assert!(streamed >= 1 && streamed <= 10);
+    assert!((1..=10).contains(&streamed));
     prompt_total += chat_prompt; // same messages, same prompt
     completion_total += streamed;
 
