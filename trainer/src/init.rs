@@ -1,6 +1,7 @@
-//! `init`: a tiny random Llama-family model in the Hugging Face layout (`config.json` and
-//! `model.safetensors` with HF tensor names), for tests and the demo. Deterministic: the same
-//! seed gives byte-identical weights, so examples can pin their sha256.
+//! `init`: a tiny random Llama-family model in the Hugging Face layout (`config.json`,
+//! `model.safetensors` with HF tensor names, a byte-level `tokenizer.json` and a
+//! `tokenizer_config.json` with a chat template), for tests and the demo. Deterministic: the
+//! same seed gives byte-identical weights, so examples can pin their sha256.
 
 use std::path::Path;
 
@@ -17,6 +18,12 @@ pub struct TinyLlama {
     pub num_attention_heads: i64,
     pub num_key_value_heads: i64,
     pub max_position_embeddings: i64,
+    pub tie_word_embeddings: bool,
+    pub rope_theta: f64,
+    /// A `rope_scaling` object as `transformers` reads it (e.g. Llama 3's).
+    pub rope_scaling: Option<serde_json::Value>,
+    /// Standard deviation of the random weights (norm weights are ones).
+    pub init_std: f64,
 }
 
 impl Default for TinyLlama {
@@ -29,6 +36,10 @@ impl Default for TinyLlama {
             num_attention_heads: 4,
             num_key_value_heads: 2,
             max_position_embeddings: 512,
+            tie_word_embeddings: false,
+            rope_theta: 10000.0,
+            rope_scaling: None,
+            init_std: 0.02,
         }
     }
 }
@@ -44,6 +55,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("vocab_size must be at least 259 (3 special tokens + 256 bytes), got {0}")]
+    Vocab(i64),
     #[error(
         "num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv}) and divide hidden_size ({hidden})"
     )]
@@ -65,8 +78,9 @@ impl TinyLlama {
             "max_position_embeddings": self.max_position_embeddings,
             "hidden_act": "silu",
             "rms_norm_eps": 1e-5,
-            "rope_theta": 10000.0,
-            "tie_word_embeddings": false,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": self.rope_scaling,
+            "tie_word_embeddings": self.tie_word_embeddings,
             "bos_token_id": 1,
             "eos_token_id": 2,
             "torch_dtype": "float32",
@@ -84,13 +98,17 @@ impl TinyLlama {
                 hidden: h,
             });
         }
+        if v < 259 {
+            return Err(Error::Vocab(v));
+        }
         let kv_dim = h / heads * kv;
         crate::seeded(seed, || self.draw(h, i, v, kv_dim))
     }
 
     fn draw(&self, h: i64, i: i64, v: i64, kv_dim: i64) -> Result<Vec<(String, Tensor)>, Error> {
+        let std = self.init_std;
         let normal =
-            |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, Device::Cpu)).normal_(0.0, 0.02);
+            |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, Device::Cpu)).normal_(0.0, std);
         let ones = |n: i64| Tensor::ones([n], (Kind::Float, Device::Cpu));
         let mut t = vec![("model.embed_tokens.weight".to_string(), normal(&[v, h]))];
         for l in 0..self.num_hidden_layers {
@@ -106,11 +124,14 @@ impl TinyLlama {
             t.push((format!("{p}.mlp.down_proj.weight"), normal(&[h, i])));
         }
         t.push(("model.norm.weight".into(), ones(h)));
-        t.push(("lm_head.weight".into(), normal(&[v, h])));
+        if !self.tie_word_embeddings {
+            t.push(("lm_head.weight".into(), normal(&[v, h])));
+        }
         Ok(t)
     }
 
-    /// Writes `config.json` and `model.safetensors` into `dir`; returns the weights' sha256.
+    /// Writes `config.json`, `model.safetensors`, `tokenizer.json` and `tokenizer_config.json`
+    /// into `dir`; returns the weights' sha256.
     pub fn write(&self, dir: &Path, seed: i64) -> Result<String, Error> {
         let io = |what: String| move |source| Error::Io { what, source };
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
@@ -119,6 +140,19 @@ impl TinyLlama {
             .map_err(io("writing config.json".into()))?;
         let weights = dir.join("model.safetensors");
         Tensor::write_safetensors(&self.tensors(seed)?, &weights)?;
+        for (name, json) in [
+            (
+                "tokenizer.json",
+                crate::tokenizer::byte_level_tokenizer_json(),
+            ),
+            (
+                "tokenizer_config.json",
+                crate::tokenizer::byte_level_tokenizer_config(),
+            ),
+        ] {
+            std::fs::write(dir.join(name), json.to_string())
+                .map_err(io(format!("writing {name}")))?;
+        }
         let bytes =
             std::fs::read(&weights).map_err(io(format!("reading {}", weights.display())))?;
         Ok(Sha256::digest(&bytes)
