@@ -14,6 +14,18 @@ const ALICE: &str = "sk-alice-0123456789abcdef";
 const BOB: &str = "sk-bob-0123456789abcdef01";
 const CAROL: &str = "sk-carol-0123456789abcdef";
 const ADMIN: &str = "sk-admin-0123456789abcdef";
+/// A consumer for probing the model (keeps the others' usage exact).
+const PROBE: &str = "sk-probe-0123456789abcdef";
+/// The tiny model's context: long enough for generations that take a while.
+const CONTEXT: i64 = 2048;
+/// Tokens of a "long" generation (a few seconds on a CPU): long enough that what a test does
+/// meanwhile happens while it runs, even on a busy machine.
+const LONG: u64 = 1500;
+
+/// A prompt whose greedy completion runs to [`LONG`] tokens (found once per test binary).
+static LONG_PROMPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Tests with long generations take turns, so they do not slow each other down.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A running server on a fresh tiny model, with consumers alice, bob and carol.
 struct Server {
@@ -46,12 +58,20 @@ impl Server {
     async fn start_with(admin: bool, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join("tiny");
-        modelcommons_trainer::init::TinyLlama::default()
-            .write(&model, 7)
-            .unwrap();
+        modelcommons_trainer::init::TinyLlama {
+            max_position_embeddings: CONTEXT,
+            ..Default::default()
+        }
+        .write(&model, 7)
+        .unwrap();
         let keys = dir.path().join("keys");
         std::fs::create_dir(&keys).unwrap();
-        for (consumer, key) in [("alice", ALICE), ("bob", BOB), ("carol", CAROL)] {
+        for (consumer, key) in [
+            ("alice", ALICE),
+            ("bob", BOB),
+            ("carol", CAROL),
+            ("probe", PROBE),
+        ] {
             std::fs::write(keys.join(consumer), format!("{key}\n")).unwrap();
         }
         std::fs::write(dir.path().join("admin-key"), ADMIN).unwrap();
@@ -160,6 +180,43 @@ impl Server {
         let v: Value = r.json().await.unwrap();
         assert_eq!(status, StatusCode::OK, "{v}");
         v
+    }
+
+    /// A prompt whose greedy completion runs to [`LONG`] tokens without meeting the end of
+    /// sequence (a random model emits EOS now and then; greedy decoding is deterministic and
+    /// every server loads the same weights, so the prompt found here runs as long again, and
+    /// at least as long with any smaller `max_tokens`).
+    async fn long_prompt(&self) -> String {
+        if let Some(p) = LONG_PROMPT.get() {
+            return p.clone();
+        }
+        let candidates = [
+            "A long one",
+            "Tell me a story",
+            "Go on",
+            "Interleave",
+            "Keep going",
+            "Once upon a time",
+            "The quick brown fox",
+            "Lorem ipsum",
+            "Count to a thousand",
+            "abc",
+            "Hello world",
+            "x",
+        ];
+        for prompt in candidates {
+            let v = self
+                .post_ok(
+                    "/v1/completions",
+                    PROBE,
+                    &json!({"prompt": prompt, "max_tokens": LONG, "temperature": 0}),
+                )
+                .await;
+            if v["choices"][0]["finish_reason"] == "length" {
+                return LONG_PROMPT.get_or_init(|| prompt.to_string()).clone();
+            }
+        }
+        panic!("no candidate prompt runs to {LONG} tokens on this model");
     }
 
     fn pid(&self) -> u32 {
@@ -319,8 +376,14 @@ async fn openai_shapes_and_usage_counters() {
         ["stop", "length"].contains(&choice["finish_reason"].as_str().unwrap()),
         "{v}"
     );
-    let (_, c) = count(&v["usage"]);
+    let (p, c) = count(&v["usage"]);
     assert!(c <= 8);
+    let tok = modelcommons_trainer::tokenizer::Tok::load(&s.model_dir(), &[]).unwrap();
+    assert_eq!(
+        p as usize,
+        tok.encode("Hello", true).unwrap().len(),
+        "prompt_tokens = the prompt re-tokenized"
+    );
 
     // A whole chat completion.
     let messages =
@@ -341,15 +404,24 @@ async fn openai_shapes_and_usage_counters() {
     assert!(choice["message"]["content"].is_string());
     assert!(choice["finish_reason"].is_string());
     let (chat_prompt, _) = count(&v["usage"]);
+    let chat: Vec<modelcommons_trainer::tokenizer::ChatMessage> =
+        serde_json::from_value(messages.clone()).unwrap();
+    assert_eq!(
+        chat_prompt as usize,
+        tok.encode_chat(&chat, true).unwrap().len(),
+        "prompt_tokens = the rendered chat re-tokenized"
+    );
 
-    // A streamed completion with usage: one chunk per generated token.
-    let events = s
-        .stream(
-            "/v1/completions",
-            ALICE,
-            &json!({"prompt": "Once", "max_tokens": 12, "stream": true, "stream_options": {"include_usage": true}}),
-        )
-        .await;
+    // A streamed completion with usage: one chunk per generated token; the text and usage
+    // are those of the same request answered whole (greedy, so deterministic).
+    let request =
+        json!({"prompt": "Once", "max_tokens": 40, "temperature": 0, "stop": [" the", "\n\n"]});
+    let whole = s.post_ok("/v1/completions", ALICE, &request).await;
+    count(&whole["usage"]);
+    let mut streamed_request = request.clone();
+    streamed_request["stream"] = json!(true);
+    streamed_request["stream_options"] = json!({"include_usage": true});
+    let events = s.stream("/v1/completions", ALICE, &streamed_request).await;
     let cs = chunks(&events);
     let id = cs[0]["id"].as_str().unwrap();
     assert!(id.starts_with("cmpl-"));
@@ -376,6 +448,15 @@ async fn openai_shapes_and_usage_counters() {
         c,
         tokens.len() as u64,
         "completion_tokens = streamed token chunks"
+    );
+    assert_eq!(usage_chunk["usage"], whole["usage"]);
+    assert_eq!(
+        tokens.iter().map(text_of).collect::<String>(),
+        whole["choices"][0]["text"].as_str().unwrap()
+    );
+    assert_eq!(
+        finish_chunk["choices"][0]["finish_reason"],
+        whole["choices"][0]["finish_reason"]
     );
 
     // A streamed chat completion without usage: role first, then tokens, then the finish.
@@ -407,7 +488,7 @@ async fn openai_shapes_and_usage_counters() {
     assert_eq!(usage["object"], "usage");
     assert_eq!(usage["model"], "tiny");
     let a = usage_of(&usage, "alice");
-    assert_eq!(a["requests"], 4);
+    assert_eq!(a["requests"], 5);
     assert_eq!(a["prompt_tokens"], prompt_total);
     assert_eq!(a["completion_tokens"], completion_total);
     assert_eq!(a["total_tokens"], prompt_total + completion_total);
@@ -422,10 +503,10 @@ async fn openai_shapes_and_usage_counters() {
         series(r#"completion_tokens_total{consumer="alice"}"#),
         Some(completion_total as f64)
     );
-    assert_eq!(series(r#"generations_total{consumer="alice"}"#), Some(4.0));
+    assert_eq!(series(r#"generations_total{consumer="alice"}"#), Some(5.0));
     assert_eq!(
         series(r#"http_requests_total{consumer="alice",route="/v1/completions",code="200"}"#),
-        Some(2.0)
+        Some(3.0)
     );
     assert_eq!(series("model_ready"), Some(1.0));
     assert!(
@@ -630,6 +711,7 @@ async fn rate_limits_answer_429_with_retry_after() {
     s.post_ok("/v1/completions", BOB, &small).await;
 
     // Tokens: carol spends until refused; the refusal comes once 150 tokens are used.
+    let story = s.long_prompt().await;
     let mut used = 0;
     let mut refused = None;
     for _ in 0..4 {
@@ -637,7 +719,7 @@ async fn rate_limits_answer_429_with_retry_after() {
             .post(
                 "/v1/completions",
                 Some(CAROL),
-                &json!({"prompt": "Tell me a story", "max_tokens": 100, "temperature": 0}),
+                &json!({"prompt": story, "max_tokens": 100, "temperature": 0}),
             )
             .await;
         if r.status() == StatusCode::TOO_MANY_REQUESTS {
@@ -681,23 +763,18 @@ async fn rate_limits_answer_429_with_retry_after() {
 #[tokio::test]
 async fn bad_requests_do_not_disturb_a_running_generation() {
     let s = std::sync::Arc::new(Server::start(&["--max-body-bytes", "2048"]).await);
-    let long = {
-        let s = s.clone();
-        tokio::spawn(async move {
-            s.stream(
-                "/v1/completions",
-                ALICE,
-                &json!({"prompt": "A long one", "max_tokens": 300, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}}),
-            )
-            .await
-        })
-    };
-    wait_for(
-        "the long generation to start",
-        Duration::from_secs(30),
-        async || metric(&s.metrics().await, "modelcommons_serve_active_generations") == Some(1.0),
-    )
-    .await;
+    let _turn = HEAVY.lock().await;
+    let prompt = s.long_prompt().await;
+    let mut long = s
+        .post(
+            "/v1/completions",
+            Some(ALICE),
+            &json!({"prompt": prompt, "max_tokens": LONG, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}}),
+        )
+        .await;
+    assert_eq!(long.status(), StatusCode::OK);
+    until_first_token(&mut long).await;
+    let long = tokio::spawn(read_events(long));
     let r = s
         .http
         .post(s.url("/v1/completions"))
@@ -731,12 +808,10 @@ async fn bad_requests_do_not_disturb_a_running_generation() {
         "the long generation was still running after both refusals"
     );
 
+    // It runs to its end undisturbed.
     let cs = chunks(&long.await.unwrap());
-    let tokens = cs.iter().filter(|c| is_token_chunk(c)).count() as u64;
-    let usage = &cs.last().unwrap()["usage"];
-    assert_eq!(usage["completion_tokens"], tokens);
-    let text: String = cs.iter().map(text_of).collect();
-    assert!(tokens <= 300 && !text.is_empty());
+    assert_eq!(cs[cs.len() - 2]["choices"][0]["finish_reason"], "length");
+    assert_eq!(cs[cs.len() - 1]["usage"]["completion_tokens"], LONG);
 }
 
 /// Two streams interleave: the second's first token arrives before the first stream ends. A
@@ -744,13 +819,26 @@ async fn bad_requests_do_not_disturb_a_running_generation() {
 #[tokio::test]
 async fn concurrent_streams_interleave_and_hangups_cancel() {
     let s = std::sync::Arc::new(Server::start(&[]).await);
-    let body = json!({"prompt": "Interleave", "max_tokens": 400, "temperature": 0, "stream": true});
+    let _turn = HEAVY.lock().await;
+    let prompt = s.long_prompt().await;
+    let body = json!({"prompt": prompt, "max_tokens": LONG, "temperature": 0, "stream": true});
     let mut a = s.post("/v1/completions", Some(ALICE), &body).await;
     assert_eq!(a.status(), StatusCode::OK);
     until_first_token(&mut a).await;
     let a_rest = tokio::spawn(read_events(a));
-    let b_events = s.stream("/v1/completions", BOB, &body).await;
+    let mut shorter = body.clone();
+    shorter["max_tokens"] = json!(LONG / 3);
+    let b_events = s.stream("/v1/completions", BOB, &shorter).await;
     let a_events = a_rest.await.unwrap();
+    // Both ran to their length (the first's earliest chunks were read above).
+    let b_chunks = chunks(&b_events);
+    let b_tokens = b_chunks.iter().filter(|c| is_token_chunk(c)).count() as u64;
+    assert_eq!(b_tokens, LONG / 3);
+    let a_chunks = chunks(&a_events);
+    assert_eq!(
+        a_chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "length"
+    );
     let first_token = |events: &[(Instant, String)]| {
         events
             .iter()
@@ -769,20 +857,19 @@ async fn concurrent_streams_interleave_and_hangups_cancel() {
         b_first < a_last,
         "the second stream waited for the first to finish"
     );
-    let a_after = a_events.iter().filter(|(t, _)| *t > b_first).count();
+    let b_last = b_events[b_events.len() - 2].0;
+    assert!(b_last < a_last, "the second stream ended after the first");
+    let a_during_b = a_events
+        .iter()
+        .filter(|(t, _)| (b_first..=b_last).contains(t))
+        .count();
     assert!(
-        a_after > 10,
-        "only {a_after} events of the first stream after the second began"
+        a_during_b > 10,
+        "only {a_during_b} tokens of the first stream while the second streamed"
     );
 
     // Hang up on a long generation: it stops.
-    let mut c = s
-        .post(
-            "/v1/completions",
-            Some(CAROL),
-            &json!({"prompt": "Cancel me", "max_tokens": 400, "temperature": 0, "stream": true}),
-        )
-        .await;
+    let mut c = s.post("/v1/completions", Some(CAROL), &body).await;
     until_first_token(&mut c).await;
     drop(c);
     wait_for(
@@ -799,17 +886,18 @@ async fn concurrent_streams_interleave_and_hangups_cancel() {
         "tokens still being generated after the hang-up"
     );
     assert!(
-        carol["completion_tokens"].as_u64().unwrap() < 400,
+        carol["completion_tokens"].as_u64().unwrap() < LONG,
         "{carol}"
     );
 
     // A non-streamed request whose client gives up is cancelled too.
+    let before = carol["completion_tokens"].as_u64().unwrap();
     let r = s
         .http
         .post(s.url("/v1/completions"))
         .bearer_auth(CAROL)
-        .json(&json!({"prompt": "Cancel me too", "max_tokens": 450, "temperature": 0}))
-        .timeout(Duration::from_millis(300))
+        .json(&json!({"prompt": prompt, "max_tokens": LONG, "temperature": 0}))
+        .timeout(Duration::from_millis(200))
         .send()
         .await;
     assert!(r.is_err(), "expected the client to time out");
@@ -822,9 +910,10 @@ async fn concurrent_streams_interleave_and_hangups_cancel() {
     let usage = s.usage().await;
     let carol = usage_of(&usage, "carol");
     assert_eq!(carol["requests"], 2);
+    let abandoned = carol["completion_tokens"].as_u64().unwrap() - before;
     assert!(
-        carol["completion_tokens"].as_u64().unwrap() < 800,
-        "{carol}"
+        abandoned < LONG,
+        "{abandoned} tokens generated for a client that left"
     );
 }
 
@@ -843,27 +932,40 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish() {
     let mut s = Server::start(&[]).await;
+    let _turn = HEAVY.lock().await;
+    let prompt = s.long_prompt().await;
     let mut r = s
         .post(
-            "/v1/chat/completions",
+            "/v1/completions",
             Some(ALICE),
-            &json!({"messages": [{"role": "user", "content": "Go on"}], "max_tokens": 300, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}}),
+            &json!({"prompt": prompt, "max_tokens": LONG, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}}),
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     until_first_token(&mut r).await;
+    let rest = tokio::spawn(read_events(r));
     let status = Command::new("kill")
         .args(["-TERM", &s.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let rest = read_events(r).await;
+    // New connections are refused at once (a fresh client: no pooled connection)…
+    let fresh = reqwest::Client::new();
+    wait_for(
+        "the listener to close",
+        Duration::from_secs(5),
+        async || fresh.get(s.url("/healthz")).send().await.is_err(),
+    )
+    .await;
+    assert!(
+        !rest.is_finished(),
+        "the stream ended before the listener closed"
+    );
+    // …while the stream in flight runs to its end.
+    let rest = rest.await.unwrap();
     assert_eq!(rest.last().unwrap().1, "[DONE]", "the stream was cut short");
     let usage: Value = serde_json::from_str(&rest[rest.len() - 2].1).unwrap();
-    assert!(
-        usage["usage"]["completion_tokens"].as_u64().unwrap() > 1,
-        "{usage}"
-    );
+    assert_eq!(usage["usage"]["completion_tokens"], LONG, "{usage}");
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let exit = loop {
@@ -877,11 +979,29 @@ async fn sigterm_lets_in_flight_requests_finish() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "exit status {exit}\n{}", s.log());
-    assert!(
-        s.http.get(s.url("/healthz")).send().await.is_err(),
-        "still accepting connections"
-    );
     assert!(s.log().contains("shutting down"), "{}", s.log());
+}
+
+/// A model directory that does not load: the server says so and exits non-zero (so the pod
+/// restarts and its events show why) instead of serving 503s forever.
+#[tokio::test]
+async fn a_model_that_fails_to_load_exits_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_modelcommons-trainer"))
+        .arg("serve")
+        .arg("--model")
+        .arg(&empty)
+        .args(["--listen", "127.0.0.1:0", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.starts_with("listening on "), "{stdout}");
+    assert!(stderr.contains("OPEN TO ANYONE"), "{stderr}");
+    assert!(stderr.contains("loading the model from"), "{stderr}");
 }
 
 /// A key written, rotated or removed in `--api-keys` applies without a restart.
@@ -915,5 +1035,4 @@ async fn rotated_keys_apply_without_restart() {
         StatusCode::OK
     );
     assert!(s.log().contains("api keys reloaded"));
-    let _ = s.model_dir();
 }

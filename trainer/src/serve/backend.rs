@@ -1,66 +1,113 @@
-//! TEMPORARY stand-in until `crate::generate` lands: a fake model that echoes the prompt's
-//! bytes, slowly, so the HTTP layer can be exercised.
+//! The Llama behind the engine: [`crate::generate::Generation`] driven one step at a time.
 
 use std::path::Path;
 
 use super::engine::{Backend, Finish, JobError, Prompt, Sampling};
+use crate::generate::{FinishReason, Generation, InvalidRequest, SamplingParams};
+use crate::model::Llama;
+use crate::tokenizer::{ChatMessage, Tok};
 
-/// The fake.
+/// A loaded model and its tokenizer; lives on the engine thread.
 #[derive(Debug)]
-pub struct Echo;
-
-/// A generation of the fake.
-#[derive(Debug)]
-pub struct EchoGen {
-    ids: Vec<i64>,
-    at: usize,
-    left: usize,
+pub struct LlamaBackend {
+    model: Llama,
+    tok: Tok,
 }
 
-/// Loads the fake.
-pub fn load(dir: &Path, _device: tch::Device) -> anyhow::Result<Echo> {
-    anyhow::ensure!(
-        dir.join("config.json").exists(),
-        "no config.json in {}",
-        dir.display()
-    );
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    Ok(Echo)
+/// Loads a model directory (a full model, or LoRA adapters on their base) onto `device`.
+pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<LlamaBackend> {
+    let (model, tok) = crate::eval::load_any(dir, device)?;
+    Ok(LlamaBackend { model, tok })
 }
 
-impl Backend for Echo {
-    type Gen = EchoGen;
+fn invalid(e: anyhow::Error) -> JobError {
+    match e.downcast_ref::<InvalidRequest>() {
+        Some(InvalidRequest::ContextLength { .. }) => JobError::Invalid {
+            message: e.to_string(),
+            param: None,
+            code: Some("context_length_exceeded"),
+        },
+        Some(InvalidRequest::Parameter(m)) => JobError::Invalid {
+            message: m.clone(),
+            param: None,
+            code: None,
+        },
+        None => JobError::Internal(format!("{e:#}")),
+    }
+}
+
+impl Backend for LlamaBackend {
+    type Gen = Generation;
+
     fn context_length(&self) -> usize {
-        512
+        usize::try_from(self.model.config.max_position_embeddings).unwrap_or(0)
     }
+
     fn encode(&self, prompt: &Prompt) -> Result<Vec<i64>, JobError> {
-        Ok(match prompt {
-            Prompt::Text(t) => t.bytes().map(i64::from).collect(),
-            Prompt::Tokens(t) => t.clone(),
-            Prompt::Chat(turns) => turns
-                .iter()
-                .flat_map(|t| t.content.bytes().map(i64::from))
-                .collect(),
-        })
-    }
-    fn start(&self, ids: Vec<i64>, _: &Sampling, max_tokens: usize) -> Result<EchoGen, JobError> {
-        Ok(EchoGen {
-            ids,
-            at: 0,
-            left: max_tokens,
-        })
-    }
-    fn step(&self, g: &mut EchoGen) -> anyhow::Result<Option<String>> {
-        if g.left == 0 {
-            return Ok(None);
+        let internal = |e: anyhow::Error| JobError::Internal(format!("tokenizing: {e:#}"));
+        match prompt {
+            Prompt::Text(text) => self.tok.encode(text, true).map_err(internal),
+            Prompt::Tokens(ids) => {
+                let vocab = self.model.config.vocab_size;
+                match ids.iter().find(|&&i| i < 0 || i >= vocab) {
+                    Some(bad) => Err(JobError::Invalid {
+                        message: format!("token id {bad} is outside the vocabulary (0..{vocab})"),
+                        param: Some("prompt"),
+                        code: None,
+                    }),
+                    None => Ok(ids.clone()),
+                }
+            }
+            Prompt::Chat(turns) => {
+                if !self.tok.has_chat_template() {
+                    return Err(JobError::Invalid {
+                        message: "this model has no chat template (tokenizer_config.json chat_template); use /v1/completions".into(),
+                        param: Some("messages"),
+                        code: None,
+                    });
+                }
+                let messages: Vec<ChatMessage> = turns
+                    .iter()
+                    .map(|t| ChatMessage {
+                        role: t.role.clone(),
+                        content: t.content.clone(),
+                    })
+                    .collect();
+                self.tok
+                    .encode_chat(&messages, true)
+                    .map_err(|e| JobError::Invalid {
+                        message: format!("{e:#}"),
+                        param: Some("messages"),
+                        code: None,
+                    })
+            }
         }
-        g.left -= 1;
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let b = g.ids[g.at % g.ids.len()];
-        g.at += 1;
-        Ok(Some(char::from(b as u8).to_string()))
     }
-    fn finish(&self, _: &EchoGen) -> Finish {
-        Finish::Length
+
+    fn start(
+        &self,
+        prompt_ids: Vec<i64>,
+        sampling: &Sampling,
+        max_tokens: usize,
+    ) -> Result<Generation, JobError> {
+        let params = SamplingParams {
+            max_tokens,
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            seed: sampling.seed,
+            stop: sampling.stop.clone(),
+        };
+        Generation::new(&self.model, prompt_ids, params).map_err(invalid)
+    }
+
+    fn step(&self, generation: &mut Generation) -> anyhow::Result<Option<String>> {
+        generation.step(&self.model, &self.tok)
+    }
+
+    fn finish(&self, generation: &Generation) -> Finish {
+        match generation.finish_reason() {
+            Some(FinishReason::Stop) => Finish::Stop,
+            Some(FinishReason::Length) | None => Finish::Length,
+        }
     }
 }
