@@ -413,14 +413,12 @@ fn plan_common(
     if let Some(m) = &c.model
         && m != served
     {
-        let mut e = ApiError::invalid(
+        return Err(ApiError::invalid(
             format!("The model `{m}` does not exist; this server serves `{served}`."),
             Some("model"),
         )
         .with_status(StatusCode::NOT_FOUND)
-        .with_code("model_not_found");
-        e.param = Some("model".into());
-        return Err(e);
+        .with_code("model_not_found"));
     }
     if c.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid("Only n = 1 is supported.", Some("n")));
