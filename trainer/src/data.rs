@@ -236,7 +236,10 @@ pub fn collate(rows: &[(&[i64], &[i64])], pad: i64, device: Device) -> Batch {
 pub fn lm_loss(logits: &Tensor, labels: &Tensor) -> Tensor {
     let v = logits.size()[2];
     let t = logits.size()[1];
-    let shifted = logits.narrow(1, 0, t - 1).to_kind(Kind::Float).reshape([-1, v]);
+    let shifted = logits
+        .narrow(1, 0, t - 1)
+        .to_kind(Kind::Float)
+        .reshape([-1, v]);
     let targets = labels.narrow(1, 1, t - 1).reshape([-1]);
     shifted.cross_entropy_loss::<Tensor>(&targets, None, tch::Reduction::Mean, IGNORE, 0.0)
 }

@@ -61,7 +61,10 @@ pub struct DpoResult {
 fn rows(pairs: &[&Pair]) -> Vec<(Vec<i64>, Vec<i64>)> {
     let mut out = Vec::with_capacity(pairs.len() * 2);
     for responses in [
-        pairs.iter().map(|p| (&p.prompt, &p.chosen)).collect::<Vec<_>>(),
+        pairs
+            .iter()
+            .map(|p| (&p.prompt, &p.chosen))
+            .collect::<Vec<_>>(),
         pairs.iter().map(|p| (&p.prompt, &p.rejected)).collect(),
     ] {
         for (prompt, resp) in responses {
@@ -87,10 +90,14 @@ fn rewards(
     grad: bool,
 ) -> (Tensor, Tensor, i64) {
     let r = rows(pairs);
-    let refs: Vec<(&[i64], &[i64])> = r.iter().map(|(i, l)| (i.as_slice(), l.as_slice())).collect();
+    let refs: Vec<(&[i64], &[i64])> = r
+        .iter()
+        .map(|(i, l)| (i.as_slice(), l.as_slice()))
+        .collect();
     let batch = data::collate(&refs, pad, policy.device());
     let n = pairs.len() as i64;
-    let pol = |mode| data::sequence_logprobs(&policy.forward(&batch.ids, None, mode), &batch.labels);
+    let pol =
+        |mode| data::sequence_logprobs(&policy.forward(&batch.ids, None, mode), &batch.labels);
     let policy_lp = if grad {
         pol(Mode::TRAIN)
     } else {
@@ -98,7 +105,9 @@ fn rewards(
     };
     let ref_lp = tch::no_grad(|| match reference {
         Some(m) => data::sequence_logprobs(&m.forward(&batch.ids, None, Mode::EVAL), &batch.labels),
-        None => data::sequence_logprobs(&policy.forward(&batch.ids, None, Mode::BASE), &batch.labels),
+        None => {
+            data::sequence_logprobs(&policy.forward(&batch.ids, None, Mode::BASE), &batch.labels)
+        }
     });
     let reward = (policy_lp - ref_lp) * beta;
     (reward.narrow(0, 0, n), reward.narrow(0, n, n), batch.tokens)
@@ -122,7 +131,11 @@ pub fn measure(
         let refs: Vec<&Pair> = chunk.iter().collect();
         let (c, r, _) = rewards(policy, reference, &refs, pad, beta, false);
         let diff = &c - &r;
-        wins += diff.gt(0.0).to_kind(Kind::Float).sum(Kind::Float).double_value(&[]);
+        wins += diff
+            .gt(0.0)
+            .to_kind(Kind::Float)
+            .sum(Kind::Float)
+            .double_value(&[]);
         margin += diff.sum(Kind::Float).double_value(&[]);
         loss += dpo_loss(&c, &r).double_value(&[]) * chunk.len() as f64;
     }
@@ -137,7 +150,7 @@ pub fn measure(
 /// Runs `dpo`.
 pub fn run(args: &DpoArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Result<DpoResult> {
     let t = &args.train;
-    if !(args.beta > 0.0) {
+    if args.beta.is_nan() || args.beta <= 0.0 {
         bail!("--beta must be positive, got {}", args.beta);
     }
     if t.batch_size == 0 {
@@ -166,7 +179,14 @@ pub fn run(args: &DpoArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Resu
         Method::Full => Some(crate::train::load_model(&t.model, device)?.0),
     };
     let pad = tok.pad_id();
-    let before = measure(&policy, reference.as_ref(), &held_out, pad, args.beta, t.batch_size);
+    let before = measure(
+        &policy,
+        reference.as_ref(),
+        &held_out,
+        pad,
+        args.beta,
+        t.batch_size,
+    );
     let total_steps = match t.max_steps {
         Some(s) => s,
         None => train_pairs.len().div_ceil(t.batch_size) as u64 * t.epochs,
@@ -214,7 +234,14 @@ pub fn run(args: &DpoArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Resu
             lr,
         });
     }
-    let after = measure(&policy, reference.as_ref(), &held_out, pad, args.beta, t.batch_size);
+    let after = measure(
+        &policy,
+        reference.as_ref(),
+        &held_out,
+        pad,
+        args.beta,
+        t.batch_size,
+    );
     std::fs::create_dir_all(&t.out).with_context(|| format!("creating {}", t.out.display()))?;
     let (digest, weights_file) = crate::train::write_output(t, &policy)?;
     let result = DpoResult {

@@ -76,7 +76,12 @@ pub fn evaluate(
             let b = data::collate(&rows, tok.pad_id(), model.device());
             let logits = model.forward(&b.ids, None, Mode::EVAL);
             // Token-weighted: the mean over the batch times its labelled (shifted) tokens.
-            let n = b.labels.narrow(1, 1, b.labels.size()[1] - 1).ne(data::IGNORE).sum(tch::Kind::Int64).int64_value(&[]);
+            let n = b
+                .labels
+                .narrow(1, 1, b.labels.size()[1] - 1)
+                .ne(data::IGNORE)
+                .sum(tch::Kind::Int64)
+                .int64_value(&[]);
             loss_sum += data::lm_loss(&logits, &b.labels).double_value(&[]) * n as f64;
             label_tokens += n;
         }
@@ -222,17 +227,32 @@ pub fn load_any(dir: &std::path::Path, device: tch::Device) -> anyhow::Result<(L
         .and_then(|b| b.as_str())
         .context("adapter_config.json names no base_model_name_or_path")?;
     let (mut model, _) = crate::train::load_model(std::path::Path::new(base), device)
-        .with_context(|| format!("loading the base model {base} of the adapters in {}", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "loading the base model {base} of the adapters in {}",
+                dir.display()
+            )
+        })?;
     let lora = crate::model::LoraConfig {
-        r: cfg.get("r").and_then(|v| v.as_i64()).context("adapter_config.json: r")?,
-        alpha: cfg.get("lora_alpha").and_then(|v| v.as_f64()).context("adapter_config.json: lora_alpha")?,
+        r: cfg
+            .get("r")
+            .and_then(|v| v.as_i64())
+            .context("adapter_config.json: r")?,
+        alpha: cfg
+            .get("lora_alpha")
+            .and_then(|v| v.as_f64())
+            .context("adapter_config.json: lora_alpha")?,
         dropout: 0.0,
-        target_modules: serde_json::from_value(cfg.get("target_modules").cloned().unwrap_or_default())
-            .context("adapter_config.json: target_modules")?,
+        target_modules: serde_json::from_value(
+            cfg.get("target_modules").cloned().unwrap_or_default(),
+        )
+        .context("adapter_config.json: target_modules")?,
     };
     model.add_lora(&lora, 0)?;
     let tensors: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(dir.join("adapter_model.safetensors"))?.into_iter().collect();
+        Tensor::read_safetensors(dir.join("adapter_model.safetensors"))?
+            .into_iter()
+            .collect();
     model.load_lora(&tensors)?;
     let tok = Tok::load(dir, &model.config.eos_token_ids)
         .or_else(|_| Tok::load(std::path::Path::new(base), &model.config.eos_token_ids))?;
@@ -275,7 +295,10 @@ mod tests {
         let v = judge(&metrics, &t);
         assert!(v[0].met);
         assert!(!v[1].met, "loss 2.0 misses loss<=1.5");
-        assert!(!v[2].met && v[2].value.is_none(), "an unmeasured metric fails");
+        assert!(
+            !v[2].met && v[2].value.is_none(),
+            "an unmeasured metric fails"
+        );
         assert!("exactMatch=0.8".parse::<Target>().is_err());
         assert!("loss<=abc".parse::<Target>().is_err());
     }

@@ -12,6 +12,7 @@
 //! - [`serve`]: the OpenAI-compatible HTTP server (API keys, rate limits, usage metering) that
 //!   ModelDeployment pods run.
 
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -1,26 +1,119 @@
-//! `modelcommons-trainer`: the binary FineTuneJob and ModelDeployment pods run.
-//!
-//! ```text
-//! modelcommons-trainer selftest [--steps N] [--cpu]   train a tiny network, print the loss curve
-//! modelcommons-trainer init --out DIR [--seed N]      write a tiny random Llama (HF layout)
-//! ```
+//! `modelcommons-trainer`: the binary FineTuneJob, RLHFRound and ModelDeployment pods run.
+
+use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use modelcommons_trainer::{device, init, selftest};
+use clap::{Parser, Subcommand};
+use modelcommons_trainer::generate::{Generation, SamplingParams};
+use modelcommons_trainer::report::{ProgressUpdate, Reporter, ResultUpdate};
+use modelcommons_trainer::tokenizer::ChatMessage;
+use modelcommons_trainer::{bench, device, dpo, eval, init, selftest, train};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "modelcommons-trainer",
+    version,
+    about = "Fine-tune, align, evaluate and serve Llama-family models (libtorch)",
+    long_about = "Fine-tune, align, evaluate and serve Llama-family models in the Hugging Face layout \
+                  (config.json, *.safetensors, tokenizer.json) with libtorch.\n\n\
+                  In a FineTuneJob pod (MODELCOMMONS_FINETUNEJOB and MODELCOMMONS_NAMESPACE set) \
+                  `train` and `dpo` write progress and results into the object's status; \
+                  otherwise they draw a progress bar (on a terminal) or log lines."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a tiny network; proves libtorch loads and optimizes here.
+    Selftest {
+        #[arg(long, default_value_t = 300)]
+        steps: usize,
+        /// Stay on the CPU even when a GPU is present.
+        #[arg(long)]
+        cpu: bool,
+    },
+    /// Write a tiny random Llama (config, safetensors, tokenizer, chat template).
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: i64,
+        #[arg(long, default_value_t = 259)]
+        vocab_size: i64,
+        #[arg(long, default_value_t = 64)]
+        hidden_size: i64,
+        #[arg(long, default_value_t = 128)]
+        intermediate_size: i64,
+        #[arg(long, default_value_t = 2)]
+        layers: i64,
+        #[arg(long, default_value_t = 4)]
+        heads: i64,
+        #[arg(long, default_value_t = 2)]
+        kv_heads: i64,
+    },
+    /// Supervised fine-tuning, full or LoRA, resumable from checkpoints.
+    Train(train::TrainArgs),
+    /// Loss, perplexity and task metrics on held-out data, judged against targets.
+    Eval(eval::EvalArgs),
+    /// Direct Preference Optimization on {prompt, chosen, rejected} pairs.
+    Dpo(dpo::DpoArgs),
+    /// Sample completions (e.g. the response pairs of an RLHF round).
+    Generate(GenerateArgs),
+    /// Throughput and peak memory of one case (see hack/bench-trainer.sh for the comparison).
+    Bench(bench::BenchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (API keys, rate limits, usage).
+    Serve(modelcommons_trainer::serve::Args),
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// The model directory (full model or LoRA output).
+    #[arg(long)]
+    model: PathBuf,
+    /// One prompt; the completion streams to stdout.
+    #[arg(long, conflicts_with = "prompts")]
+    prompt: Option<String>,
+    /// JSONL of {"prompt": …} or {"messages": […]}; writes {"prompt", "responses"} lines.
+    #[arg(long, requires = "out")]
+    prompts: Option<PathBuf>,
+    /// Output JSONL (with --prompts).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Responses per prompt (2 for preference pairs).
+    #[arg(long, default_value_t = 1)]
+    n: usize,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop strings (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// auto, cpu, or cuda[:N].
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("selftest") => {
-            let steps = match args.iter().position(|a| a == "--steps") {
-                Some(i) => args
-                    .get(i + 1)
-                    .context("--steps takes a number")?
-                    .parse()
-                    .context("--steps takes a number")?,
-                None => 300,
-            };
-            let dev = if args.iter().any(|a| a == "--cpu") {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Selftest { steps, cpu } => {
+            let dev = if cpu {
                 tch::Device::Cpu
             } else {
                 device::best()
@@ -42,40 +135,174 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some("init") => {
-            let out = args
-                .iter()
-                .position(|a| a == "--out")
-                .and_then(|i| args.get(i + 1))
-                .context("--out DIR is required")?;
-            let seed = match args.iter().position(|a| a == "--seed") {
-                Some(i) => args
-                    .get(i + 1)
-                    .context("--seed takes a number")?
-                    .parse()
-                    .context("--seed takes a number")?,
-                None => 7,
+        Command::Init {
+            out,
+            seed,
+            vocab_size,
+            hidden_size,
+            intermediate_size,
+            layers,
+            heads,
+            kv_heads,
+        } => {
+            let shape = init::TinyLlama {
+                vocab_size,
+                hidden_size,
+                intermediate_size,
+                num_hidden_layers: layers,
+                num_attention_heads: heads,
+                num_key_value_heads: kv_heads,
+                ..init::TinyLlama::default()
             };
-            let digest = init::TinyLlama::default().write(std::path::Path::new(out), seed)?;
-            println!("wrote a tiny Llama to {out}: model.safetensors sha256 {digest}");
+            let digest = shape.write(&out, seed)?;
+            println!(
+                "wrote a tiny Llama to {}: model.safetensors sha256 {digest}",
+                out.display()
+            );
             Ok(())
         }
-        // TEMPORARY (branch `serve`): main will wire `serve` with its own argument parsing.
-        Some("serve") => {
-            use clap::Parser;
-            #[derive(Parser)]
-            #[command(name = "modelcommons-trainer serve")]
-            struct Serve {
-                #[command(flatten)]
-                args: modelcommons_trainer::serve::Args,
-            }
-            let cli = Serve::parse_from(
-                std::iter::once("serve".to_string()).chain(args.into_iter().skip(1)),
-            );
-            tokio::runtime::Runtime::new()?.block_on(modelcommons_trainer::serve::run(cli.args))
+        Command::Train(args) => {
+            let rt = runtime()?;
+            let mut reporter = rt.block_on(Reporter::from_env())?;
+            let mut on_step = |s: &train::StepReport| {
+                rt.block_on(reporter.progress(ProgressUpdate {
+                    step: s.step,
+                    total_steps: s.total_steps,
+                    loss: s.loss,
+                    tokens_per_second: s.tokens_per_second,
+                }));
+            };
+            let result = train::run(&args, &mut on_step)?;
+            rt.block_on(reporter.result(ResultUpdate {
+                model_digest: result.digest.clone(),
+                model_uri: args.out.join(&result.weights_file).display().to_string(),
+                metrics: result.metrics.clone(),
+            }))?;
+            Ok(())
         }
-        _ => bail!(
-            "usage: modelcommons-trainer selftest [--steps N] [--cpu] | init --out DIR [--seed N]"
-        ),
+        Command::Dpo(args) => {
+            let rt = runtime()?;
+            let mut reporter = rt.block_on(Reporter::from_env())?;
+            let mut on_step = |s: &train::StepReport| {
+                rt.block_on(reporter.progress(ProgressUpdate {
+                    step: s.step,
+                    total_steps: s.total_steps,
+                    loss: s.loss,
+                    tokens_per_second: s.tokens_per_second,
+                }));
+            };
+            let result = dpo::run(&args, &mut on_step)?;
+            eprintln!(
+                "held-out preference accuracy {:.3} -> {:.3}, reward margin {:.4} -> {:.4}",
+                result.before.preference_accuracy,
+                result.after.preference_accuracy,
+                result.before.reward_margin,
+                result.after.reward_margin
+            );
+            rt.block_on(
+                reporter.result(ResultUpdate {
+                    model_digest: result.digest.clone(),
+                    model_uri: args
+                        .train
+                        .out
+                        .join(&result.weights_file)
+                        .display()
+                        .to_string(),
+                    metrics: result.metrics.clone(),
+                }),
+            )?;
+            Ok(())
+        }
+        Command::Eval(args) => {
+            let result = eval::run(&args)?;
+            println!("{}", serde_json::to_string(&result)?);
+            if result["targetsMet"] == serde_json::Value::Bool(false) {
+                eprintln!("targets missed");
+                std::process::exit(3);
+            }
+            Ok(())
+        }
+        Command::Generate(args) => generate(args),
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(modelcommons_trainer::serve::run(args)),
+        Command::Bench(args) => {
+            println!("{}", bench::run(&args)?);
+            Ok(())
+        }
     }
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let device = train::parse_device(&args.device)?;
+    let (model, tok) = eval::load_any(&args.model, device)?;
+    let params = |seed: u64| SamplingParams {
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: Some(seed),
+        stop: args.stop.clone(),
+    };
+    if let Some(prompt) = &args.prompt {
+        let mut g = Generation::new(&model, tok.encode(prompt, true)?, params(args.seed))?;
+        let mut stdout = std::io::stdout().lock();
+        while let Some(delta) = g.step(&model, &tok)? {
+            write!(stdout, "{delta}")?;
+            stdout.flush()?;
+        }
+        writeln!(stdout)?;
+        return Ok(());
+    }
+    let (Some(input), Some(out)) = (&args.prompts, &args.out) else {
+        bail!("give --prompt TEXT, or --prompts FILE.jsonl with --out FILE.jsonl");
+    };
+    let text =
+        std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
+    let mut lines = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", input.display(), n + 1))?;
+        let ids = if let Some(p) = v.get("prompt").and_then(|p| p.as_str()) {
+            tok.encode(p, true)?
+        } else if let Some(m) = v.get("messages") {
+            let messages: Vec<ChatMessage> = serde_json::from_value(m.clone())
+                .with_context(|| format!("{}:{}: bad messages", input.display(), n + 1))?;
+            tok.encode_chat(&messages, true)?
+        } else {
+            bail!(
+                "{}:{}: expected `prompt` or `messages`",
+                input.display(),
+                n + 1
+            );
+        };
+        let mut responses = Vec::new();
+        for k in 0..args.n {
+            let seed = args.seed ^ ((n as u64) << 20) ^ k as u64;
+            let c = Generation::new(&model, ids.clone(), params(seed))?.run(&model, &tok)?;
+            responses.push(serde_json::json!({
+                "text": c.text,
+                "finishReason": c.finish_reason.as_str(),
+                "completionTokens": c.token_ids.len(),
+                "seed": seed,
+            }));
+        }
+        let mut obj = v.clone();
+        obj["responses"] = serde_json::Value::Array(responses);
+        lines.push(serde_json::to_string(&obj)?);
+    }
+    std::fs::write(out, lines.join("\n") + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "wrote {} prompts × {} responses to {}",
+        lines.len(),
+        args.n,
+        out.display()
+    );
+    Ok(())
 }

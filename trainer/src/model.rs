@@ -48,7 +48,7 @@ impl LoraConfig {
         if self.r <= 0 {
             bail!("LoRA rank must be positive, got {}", self.r);
         }
-        if !(self.alpha > 0.0) {
+        if self.alpha.is_nan() || self.alpha <= 0.0 {
             bail!("LoRA alpha must be positive, got {}", self.alpha);
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -635,10 +635,10 @@ impl Llama {
                 false,
             );
             let attn = attn.transpose(1, 2).reshape([b, t, nh * hd]);
-            x = x + layer.o.forward(&attn, mode);
+            x = &x + layer.o.forward(&attn, mode);
             let h = self.rms_norm(&x, &layer.post_norm);
             let act = layer.gate.forward(&h, mode).silu() * layer.up.forward(&h, mode);
-            x = x + layer.down.forward(&act, mode);
+            x = &x + layer.down.forward(&act, mode);
         }
         if let Some(cache) = cache {
             cache.len = total;

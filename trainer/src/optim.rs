@@ -54,8 +54,7 @@ impl AdamW {
             .into_iter()
             .map(|(name, p)| {
                 let p = p.set_requires_grad(true);
-                let master =
-                    (p.kind() != Kind::Float).then(|| p.detach().to_kind(Kind::Float));
+                let master = (p.kind() != Kind::Float).then(|| p.detach().to_kind(Kind::Float));
                 Slot {
                     name,
                     m: Tensor::zeros_like(&p).to_kind(Kind::Float),
@@ -94,7 +93,11 @@ impl AdamW {
             for s in &self.slots {
                 let g = s.param.grad();
                 if g.defined() {
-                    sq += g.to_kind(Kind::Float).pow_tensor_scalar(2).sum(Kind::Float).double_value(&[]);
+                    sq += g
+                        .to_kind(Kind::Float)
+                        .pow_tensor_scalar(2)
+                        .sum(Kind::Float)
+                        .double_value(&[]);
                 }
             }
             sq.sqrt()
@@ -128,10 +131,9 @@ impl AdamW {
                 }
                 let g = g.to_kind(Kind::Float);
                 let _ = s.m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
-                let _ = s
-                    .v
-                    .g_mul_scalar_(c.beta2)
-                    .g_add_(&(g.pow_tensor_scalar(2) * (1.0 - c.beta2)));
+                let _ =
+                    s.v.g_mul_scalar_(c.beta2)
+                        .g_add_(&(g.pow_tensor_scalar(2) * (1.0 - c.beta2)));
                 let update = (&s.m / bc1) / ((&s.v / bc2).sqrt() + c.eps);
                 let target = s.master.as_mut().unwrap_or(&mut s.param);
                 if c.weight_decay > 0.0 {
@@ -139,7 +141,7 @@ impl AdamW {
                 }
                 let _ = target.g_sub_(&(update * lr).to_kind(target.kind()));
                 if let Some(master) = &s.master {
-                    let _ = s.param.copy_(master);
+                    s.param.copy_(master);
                 }
             }
         });
@@ -169,7 +171,9 @@ impl AdamW {
                 for (prefix, dst) in [("m", &mut s.m), ("v", &mut s.v)] {
                     let src = tensors
                         .get(&format!("{prefix}.{}", s.name))
-                        .with_context(|| format!("the optimizer state lacks {prefix}.{}", s.name))?;
+                        .with_context(|| {
+                            format!("the optimizer state lacks {prefix}.{}", s.name)
+                        })?;
                     dst.copy_(&src.to_device(dst.device()));
                 }
                 if let Some(master) = &mut s.master {
@@ -196,7 +200,10 @@ mod tests {
         assert_eq!(lr_at(10, 100, 10, 1.0, 0.0), 1.0);
         assert!((lr_at(55, 100, 10, 1.0, 0.0) - 0.5).abs() < 1e-9);
         assert!(lr_at(100, 100, 10, 1.0, 0.1) - 0.1 < 1e-9);
-        assert_eq!(lr_at(5, 10, 0, 2.0, 0.0), 2.0 * 0.5 * (1.0 + (std::f64::consts::PI * 0.5).cos()));
+        assert_eq!(
+            lr_at(5, 10, 0, 2.0, 0.0),
+            2.0 * 0.5 * (1.0 + (std::f64::consts::PI * 0.5).cos())
+        );
     }
 
     #[test]
@@ -204,7 +211,13 @@ mod tests {
         let p = Tensor::from_slice(&[3.0f32, -2.0]);
         let mut opt = AdamW::new(
             vec![("p".into(), p.shallow_clone())],
-            AdamWConfig { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+            AdamWConfig {
+                lr: 0.1,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
         );
         for _ in 0..300 {
             opt.zero_grad();

@@ -57,7 +57,11 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.0)]
     pub lora_dropout: f64,
     /// LoRA target modules, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj"
+    )]
     pub lora_targets: Vec<String>,
     /// Passes over the data (ignored when --max-steps is set).
     #[arg(long, default_value_t = 1)]
@@ -285,8 +289,16 @@ fn checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
         .flatten()
         .filter_map(|e| {
             let e = e.ok()?;
-            let step = e.file_name().to_str()?.strip_prefix("step-")?.parse().ok()?;
-            e.path().join("state.json").exists().then(|| (step, e.path()))
+            let step = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("step-")?
+                .parse()
+                .ok()?;
+            e.path()
+                .join("state.json")
+                .exists()
+                .then(|| (step, e.path()))
         })
         .collect();
     out.sort();
@@ -332,7 +344,8 @@ pub fn run(args: &TrainArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Re
             weight_decay: args.weight_decay,
         },
     );
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let ckpt_dir = args
         .checkpoint_dir
         .clone()
@@ -353,9 +366,19 @@ pub fn run(args: &TrainArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Re
                 .with_context(|| format!("reading {}/state.json", path.display()))?,
         )
         .with_context(|| format!("{}/state.json is corrupt", path.display()))?;
-        if (saved.total_steps, saved.seed, saved.method, &saved.data_digest, &saved.base_digest)
-            != (total_steps, args.seed, args.method, &state.data_digest, &base_digest)
-        {
+        if (
+            saved.total_steps,
+            saved.seed,
+            saved.method,
+            &saved.data_digest,
+            &saved.base_digest,
+        ) != (
+            total_steps,
+            args.seed,
+            args.method,
+            &state.data_digest,
+            &base_digest,
+        ) {
             bail!(
                 "{} holds a checkpoint of a different run (other data, base model, seed, method or step count); \
                  remove it or pass another --checkpoint-dir",
@@ -382,7 +405,10 @@ pub fn run(args: &TrainArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Re
                 .collect();
         opt.load_state(&opt_state, step)?;
         state = saved;
-        eprintln!("resuming from checkpoint {} (step {step}/{total_steps})", path.display());
+        eprintln!(
+            "resuming from checkpoint {} (step {step}/{total_steps})",
+            path.display()
+        );
     }
     let resumed_from = state.step;
     let started = Instant::now();
@@ -392,10 +418,11 @@ pub fn run(args: &TrainArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Re
         let mut loss_sum = 0.0;
         for a in 0..args.grad_accum {
             let micro = state.step * args.grad_accum as u64 + a as u64;
-            let rows: Vec<(&[i64], &[i64])> = micro_batch(&examples, args.batch_size, args.seed, micro)
-                .into_iter()
-                .map(|e| (e.ids.as_slice(), e.labels.as_slice()))
-                .collect();
+            let rows: Vec<(&[i64], &[i64])> =
+                micro_batch(&examples, args.batch_size, args.seed, micro)
+                    .into_iter()
+                    .map(|e| (e.ids.as_slice(), e.labels.as_slice()))
+                    .collect();
             let batch = data::collate(&rows, tok.pad_id(), device);
             tch::manual_seed((args.seed.wrapping_mul(1_000_003).wrapping_add(micro)) as i64);
             let logits = model.forward(&batch.ids, None, Mode::TRAIN);
@@ -405,7 +432,13 @@ pub fn run(args: &TrainArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Re
             tokens_here += batch.tokens;
         }
         opt.clip_grad_norm(args.max_grad_norm);
-        let lr = lr_at(state.step + 1, total_steps, args.warmup_steps, args.lr, args.min_lr_ratio);
+        let lr = lr_at(
+            state.step + 1,
+            total_steps,
+            args.warmup_steps,
+            args.lr,
+            args.min_lr_ratio,
+        );
         opt.apply(lr);
         state.step += 1;
         state.last_loss = loss_sum / args.grad_accum as f64;
@@ -425,7 +458,7 @@ pub fn run(args: &TrainArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Re
             lr,
         });
         if args.checkpoint_every > 0
-            && state.step % args.checkpoint_every == 0
+            && state.step.is_multiple_of(args.checkpoint_every)
             && state.step < total_steps
         {
             state.train_tokens += tokens_here;
@@ -451,7 +484,8 @@ pub fn run(args: &TrainArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Re
     };
     if let Some(eval_path) = &args.eval_data {
         let examples = data::load_sft(eval_path, &tok, args.max_seq_len)?;
-        result.metrics = crate::eval::evaluate(&model, &tok, &examples, args.batch_size)?.into_map();
+        result.metrics =
+            crate::eval::evaluate(&model, &tok, &examples, args.batch_size)?.into_map();
     }
     std::fs::write(
         args.out.join("result.json"),
@@ -472,7 +506,10 @@ fn save_checkpoint(
     let tmp = dir.join(format!(".tmp-step-{:08}", state.step));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    write_safetensors_atomic(&model.trainable_tensors(), &tmp.join("trainable.safetensors"))?;
+    write_safetensors_atomic(
+        &model.trainable_tensors(),
+        &tmp.join("trainable.safetensors"),
+    )?;
     write_safetensors_atomic(&opt.state_tensors(), &tmp.join("optimizer.safetensors"))?;
     std::fs::write(tmp.join("state.json"), serde_json::to_string_pretty(state)?)
         .context("writing state.json")?;
@@ -519,7 +556,10 @@ pub(crate) fn write_output(args: &TrainArgs, model: &Llama) -> anyhow::Result<(S
 }
 
 /// Writes weights in the dtype of the base checkpoint (`torch_dtype`), f32 when unstated.
-fn cast_like_base(tensors: Vec<(String, Tensor)>, base: &Path) -> anyhow::Result<Vec<(String, Tensor)>> {
+fn cast_like_base(
+    tensors: Vec<(String, Tensor)>,
+    base: &Path,
+) -> anyhow::Result<Vec<(String, Tensor)>> {
     let text = std::fs::read_to_string(base.join("config.json")).unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     let kind = match v

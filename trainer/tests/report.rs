@@ -344,3 +344,85 @@ async fn a_failed_write_does_not_stop_training_and_a_later_report_retries() {
 
     ns.delete().await.unwrap();
 }
+
+/// The whole path a pod takes: the trainer binary, run with the env a FineTuneJob pod gets,
+/// trains and evaluates a tiny model, and its progress and result land in the object's status.
+#[tokio::test]
+async fn a_training_process_with_the_pod_env_fills_the_finetunejob_status() {
+    let cluster = cluster().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    install_crds(&client).await;
+    let ns = TestNamespace::create(&client, "trainpod").await.unwrap();
+    let api: Api<FineTuneJob> = Api::namespaced(client.clone(), ns.name());
+    create_job(&api, "pod").await;
+    operator_sets_phase(&api, "pod", "Running").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    modelcommons_trainer::init::TinyLlama::default()
+        .write(&base, 7)
+        .unwrap();
+    let data = dir.path().join("train.jsonl");
+    let rows: Vec<String> = (0..64)
+        .map(|i| json!({"prompt": format!("Clause {i}:"), "completion": if i % 2 == 0 { " high" } else { " low" }}).to_string())
+        .collect();
+    std::fs::write(&data, rows.join("\n")).unwrap();
+    let out = dir.path().join("out");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelcommons-trainer"))
+        .args([
+            "train",
+            "--model",
+            base.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--eval-data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--method",
+            "lora",
+            "--max-steps",
+            "12",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-2",
+            "--device",
+            "cpu",
+        ])
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("MODELCOMMONS_FINETUNEJOB", "pod")
+        .env("MODELCOMMONS_NAMESPACE", ns.name())
+        .env("MODELCOMMONS_REPORT_INTERVAL_SECONDS", "0")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
+
+    let job = api.get("pod").await.unwrap();
+    let status = job.status.clone().unwrap();
+    let p = status.progress.clone().unwrap();
+    assert_eq!((p.step, p.total_steps), (12, 12));
+    assert_eq!(p.percent.as_deref(), Some("100%"));
+    assert!(p.loss.is_some() && p.tokens_per_second.is_some_and(|t| t > 0));
+    let r = status.result.clone().unwrap();
+    assert_eq!(r.model_digest.as_deref(), result["digest"].as_str());
+    assert!(r.model_uri.unwrap().ends_with("adapter_model.safetensors"));
+    let names: Vec<&str> = r.metrics.iter().map(|m| m.name.as_str()).collect();
+    for want in ["exactMatch", "loss", "perplexity"] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    assert_eq!(
+        r.targets_met, None,
+        "the operator judges targets, not the trainer"
+    );
+    assert_eq!(status.phase, Some(FineTuneJobPhase::Running));
+    assert!(status_fields_of(&job, FIELD_MANAGER).contains("progress"));
+    ns.delete().await.unwrap();
+}
