@@ -9,6 +9,8 @@
 //! - [`init`]: a tiny random Llama in the Hugging Face layout, deterministic per seed.
 //! - [`selftest`]: a tiny regression network trained end to end; proves libtorch loads,
 //!   computes gradients and optimizes on this machine (and on a GPU node, with CUDA).
+//! - [`serve`]: the OpenAI-compatible HTTP server (API keys, rate limits, usage metering) that
+//!   ModelDeployment pods run.
 
 pub mod bench;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod model;
 pub mod optim;
 pub mod report;
 pub mod selftest;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 

@@ -65,6 +65,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Throughput and peak memory of one case (see hack/bench-trainer.sh for the comparison).
     Bench(bench::BenchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (API keys, rate limits, usage).
+    Serve(modelcommons_trainer::serve::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -221,6 +223,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Generate(args) => generate(args),
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(modelcommons_trainer::serve::run(args)),
         Command::Bench(args) => {
             println!("{}", bench::run(&args)?);
             Ok(())
