@@ -182,6 +182,11 @@ pub struct Generation {
     text: String,
     emitted: usize,
     finished: Option<FinishReason>,
+    /// Incremental detokenization (as vLLM): `text` holds the decode of `generated[..read]`;
+    /// the newest tokens are decoded together with those from `prefix` on, so each step costs
+    /// a few tokens, not the whole sequence.
+    prefix: usize,
+    read: usize,
 }
 
 impl Generation {
@@ -236,6 +241,8 @@ impl Generation {
             text: String::new(),
             emitted: 0,
             finished: None,
+            prefix: 0,
+            read: 0,
         })
     }
 
@@ -256,11 +263,7 @@ impl Generation {
             self.finished = Some(FinishReason::Stop);
             return Ok(Some(self.flush(self.text.len())));
         }
-        let text = tok.decode(&self.generated)?;
-        let complete = !text.ends_with('\u{FFFD}');
-        if complete {
-            self.text = text;
-        }
+        let complete = self.detokenize(tok)?;
         let earliest_stop = self
             .params
             .stop
@@ -286,6 +289,25 @@ impl Generation {
             self.emitted
         };
         Ok(Some(self.flush_upto(safe)))
+    }
+
+    /// Appends the text of the newest tokens; false while they end inside a character.
+    fn detokenize(&mut self, tok: &Tok) -> anyhow::Result<bool> {
+        let before = tok.decode(&self.generated[self.prefix..self.read])?;
+        let after = tok.decode(&self.generated[self.prefix..])?;
+        if after.ends_with('\u{FFFD}') {
+            return Ok(false);
+        }
+        match after.strip_prefix(before.as_str()) {
+            Some(new) => self.text.push_str(new),
+            // A tokenizer whose decode is not prefix-stable here: decode everything once.
+            None => self.text = tok.decode(&self.generated)?,
+        }
+        // Keep a few decoded tokens as context: decoders that treat the first token of a
+        // sequence specially (SentencePiece's leading space) then see a mid-sequence window.
+        self.read = self.generated.len();
+        self.prefix = self.read.saturating_sub(4);
+        Ok(true)
     }
 
     fn flush(&mut self, end: usize) -> String {

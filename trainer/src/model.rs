@@ -765,7 +765,10 @@ mod tests {
             .to_string();
         assert!(err.contains("model.layers.1.mlp.up_proj.weight"), "{err}");
         let mut tensors: HashMap<String, Tensor> = m.base_tensors().into_iter().collect();
-        tensors.insert("model.norm.weight".into(), Tensor::ones([3], (Kind::Float, Device::Cpu)));
+        tensors.insert(
+            "model.norm.weight".into(),
+            Tensor::ones([3], (Kind::Float, Device::Cpu)),
+        );
         let err = Llama::from_tensors(m.config.clone(), tensors, Device::Cpu, Kind::Float)
             .unwrap_err()
             .to_string();
@@ -791,7 +794,10 @@ mod tests {
         let map: serde_json::Map<String, serde_json::Value> = a
             .iter()
             .map(|(n, _)| (n.clone(), "model-00001-of-00002.safetensors".into()))
-            .chain(b.iter().map(|(n, _)| (n.clone(), "model-00002-of-00002.safetensors".into())))
+            .chain(
+                b.iter()
+                    .map(|(n, _)| (n.clone(), "model-00002-of-00002.safetensors".into())),
+            )
             .collect();
         std::fs::write(
             s.path().join("model.safetensors.index.json"),

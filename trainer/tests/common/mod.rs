@@ -66,9 +66,14 @@ pub struct Workspace {
 impl Workspace {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        modelcommons_trainer::init::TinyLlama::default()
-            .write(&dir.path().join("base"), 7)
-            .unwrap();
+        // Weights drawn wider than `init`'s default 0.02: with a frozen final norm and lm_head
+        // (LoRA, DPO's reference), N(0, 0.02) bounds every logit near ±1.3, too tight to learn.
+        modelcommons_trainer::init::TinyLlama {
+            init_std: 0.1,
+            ..Default::default()
+        }
+        .write(&dir.path().join("base"), 7)
+        .unwrap();
         write_jsonl(&dir.path().join("train.jsonl"), &risk_task(1, 400));
         write_jsonl(&dir.path().join("eval.jsonl"), &risk_task(2, 40));
         Self { dir }
