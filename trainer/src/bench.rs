@@ -76,21 +76,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
                 },
             );
             let ids = random_ids(vocab, [args.batch, args.seq], 1);
-            let mut step = || {
+            let mut step = || -> anyhow::Result<f64> {
                 opt.zero_grad();
                 let logits = model.forward(&ids, None, Mode::TRAIN);
                 let loss = crate::data::lm_loss(&logits, &ids);
-                loss.backward();
+                opt.backward(&loss)?;
                 opt.apply(1e-4);
-                loss.double_value(&[])
+                Ok(loss.double_value(&[]))
             };
             for _ in 0..args.warmup {
-                step();
+                step()?;
             }
             let t = Instant::now();
             let mut last = 0.0;
             for _ in 0..args.steps {
-                last = step();
+                last = step()?;
             }
             let secs = t.elapsed().as_secs_f64();
             Ok(serde_json::json!({

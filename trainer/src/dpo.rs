@@ -217,7 +217,7 @@ pub fn run(args: &DpoArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Resu
         tch::manual_seed(t.seed.wrapping_mul(1_000_003).wrapping_add(step) as i64);
         let (c, r, n) = rewards(&policy, reference.as_ref(), &batch, pad, args.beta, true);
         let loss = dpo_loss(&c, &r);
-        loss.backward();
+        opt.backward(&loss)?;
         tokens += n;
         opt.clip_grad_norm(t.max_grad_norm);
         let lr = lr_at(step + 1, total_steps, t.warmup_steps, t.lr, t.min_lr_ratio);

@@ -619,11 +619,7 @@ impl Llama {
                 }
                 None => (k, v),
             };
-            let (k, v) = if groups > 1 {
-                (repeat_kv(&k, groups), repeat_kv(&v, groups))
-            } else {
-                (k, v)
-            };
+            // Grouped-query attention inside SDPA (no repeated copies of K and V).
             let attn = Tensor::scaled_dot_product_attention(
                 &q,
                 &k,
@@ -632,7 +628,7 @@ impl Llama {
                 0.0,
                 mask.is_none() && t > 1,
                 None,
-                false,
+                groups > 1,
             );
             let attn = attn.transpose(1, 2).reshape([b, t, nh * hd]);
             x = &x + layer.o.forward(&attn, mode);
@@ -660,13 +656,6 @@ impl Llama {
 fn rotate_half(x: &Tensor) -> Tensor {
     let half = x.size()[3] / 2;
     Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], -1)
-}
-
-fn repeat_kv(x: &Tensor, groups: i64) -> Tensor {
-    let s = x.size();
-    x.unsqueeze(2)
-        .expand([s[0], s[1], groups, s[2], s[3]], false)
-        .reshape([s[0], s[1] * groups, s[2], s[3]])
 }
 
 /// RoPE inverse frequencies, computed in f32 exactly as `transformers` does.

@@ -38,11 +38,14 @@ struct Slot {
     v: Tensor,
 }
 
-/// The optimizer.
+/// The optimizer. Gradients are computed by [`AdamW::backward`] into fresh tensors (as
+/// `zero_grad(set_to_none=True)`: no memset per step), accumulated across micro-batches, and
+/// released by [`AdamW::apply`].
 #[derive(Debug)]
 pub struct AdamW {
     cfg: AdamWConfig,
     slots: Vec<Slot>,
+    grads: Vec<Option<Tensor>>,
     /// Updates applied so far.
     pub step: u64,
 }
@@ -50,7 +53,7 @@ pub struct AdamW {
 impl AdamW {
     /// Takes the named parameters (marking them as requiring gradients).
     pub fn new(params: Vec<(String, Tensor)>, cfg: AdamWConfig) -> Self {
-        let slots = params
+        let slots: Vec<Slot> = params
             .into_iter()
             .map(|(name, p)| {
                 let p = p.set_requires_grad(true);
@@ -64,9 +67,11 @@ impl AdamW {
                 }
             })
             .collect();
+        let grads = (0..slots.len()).map(|_| None).collect();
         Self {
             cfg,
             slots,
+            grads,
             step: 0,
         }
     }
@@ -76,23 +81,37 @@ impl AdamW {
         self.slots.iter().map(|s| s.param.numel() as i64).sum()
     }
 
-    /// Clears gradients.
+    /// Drops accumulated gradients.
     pub fn zero_grad(&mut self) {
-        for s in &mut self.slots {
-            let mut g = s.param.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
+        self.grads.iter_mut().for_each(|g| *g = None);
+    }
+
+    /// Back-propagates `loss` and adds its gradients to the accumulated ones.
+    pub fn backward(&mut self, loss: &Tensor) -> anyhow::Result<()> {
+        let params: Vec<&Tensor> = self.slots.iter().map(|s| &s.param).collect();
+        let grads = Tensor::f_run_backward(&[loss], &params, false, false)?;
+        tch::no_grad(|| {
+            for (acc, g) in self.grads.iter_mut().zip(grads) {
+                if !g.defined() {
+                    continue;
+                }
+                match acc {
+                    Some(a) => {
+                        let _ = a.g_add_(&g);
+                    }
+                    None => *acc = Some(g),
+                }
             }
-        }
+        });
+        Ok(())
     }
 
     /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm before.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
         let total = tch::no_grad(|| {
             let mut sq = 0.0;
-            for s in &self.slots {
-                let g = s.param.grad();
-                if g.defined() {
+            for g in self.grads.iter().flatten() {
+                {
                     sq += g
                         .to_kind(Kind::Float)
                         .pow_tensor_scalar(2)
@@ -105,11 +124,8 @@ impl AdamW {
         if max_norm > 0.0 && total > max_norm {
             let scale = max_norm / (total + 1e-6);
             tch::no_grad(|| {
-                for s in &self.slots {
-                    let mut g = s.param.grad();
-                    if g.defined() {
-                        let _ = g.g_mul_scalar_(scale);
-                    }
+                for g in self.grads.iter_mut().flatten() {
+                    let _ = g.g_mul_scalar_(scale);
                 }
             });
         }
@@ -124,22 +140,24 @@ impl AdamW {
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2 = 1.0 - c.beta2.powi(t);
         tch::no_grad(|| {
-            for s in &mut self.slots {
-                let g = s.param.grad();
-                if !g.defined() {
+            for (s, g) in self.slots.iter_mut().zip(self.grads.iter_mut()) {
+                let Some(g) = g.take() else {
                     continue;
-                }
+                };
                 let g = g.to_kind(Kind::Float);
-                let _ = s.m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
-                let _ =
-                    s.v.g_mul_scalar_(c.beta2)
-                        .g_add_(&(g.pow_tensor_scalar(2) * (1.0 - c.beta2)));
-                let update = (&s.m / bc1) / ((&s.v / bc2).sqrt() + c.eps);
+                // In place, as torch.optim.AdamW: m ← lerp(m, g, 1−β1); v ← β2·v + (1−β2)·g²;
+                // p ← p − (lr/bc1)·m / (√v/√bc2 + ε).
+                let _ = s.m.lerp_(&g, 1.0 - c.beta1);
+                let _ = s.v.g_mul_scalar_(c.beta2);
+                let _ = s.v.addcmul_(&(&g * (1.0 - c.beta2)), &g);
+                let mut denom = s.v.sqrt();
+                let _ = denom.g_div_scalar_(bc2.sqrt());
+                let _ = denom.g_add_scalar_(c.eps);
                 let target = s.master.as_mut().unwrap_or(&mut s.param);
                 if c.weight_decay > 0.0 {
                     let _ = target.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
-                let _ = target.g_sub_(&(update * lr).to_kind(target.kind()));
+                let _ = target.addcdiv_(&(&s.m * (-lr / bc1)), &denom);
                 if let Some(master) = &s.master {
                     s.param.copy_(master);
                 }
@@ -222,7 +240,7 @@ mod tests {
         for _ in 0..300 {
             opt.zero_grad();
             let loss = (&p * &p).sum(Kind::Float) * 100.0;
-            loss.backward();
+            opt.backward(&loss).unwrap();
             let norm = opt.clip_grad_norm(1.0);
             assert!(norm >= 0.0);
             opt.apply(0.05);

@@ -427,7 +427,7 @@ pub fn run(args: &TrainArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Re
             tch::manual_seed((args.seed.wrapping_mul(1_000_003).wrapping_add(micro)) as i64);
             let logits = model.forward(&batch.ids, None, Mode::TRAIN);
             let loss = data::lm_loss(&logits, &batch.labels);
-            (&loss / args.grad_accum as f64).backward();
+            opt.backward(&(&loss / args.grad_accum as f64))?;
             loss_sum += loss.double_value(&[]);
             tokens_here += batch.tokens;
         }
