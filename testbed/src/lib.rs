@@ -15,6 +15,7 @@
 
 mod anvil;
 mod controlplane;
+mod crds;
 mod namespace;
 mod paths;
 mod pki;
@@ -22,6 +23,7 @@ mod process;
 
 pub use anvil::{Anvil, CHAIN_ID, DEV_KEYS};
 pub use controlplane::{ControlPlane, ControlPlaneOptions, FakeNode, KUBECONFIG_ENV};
+pub use crds::{CRD_MANAGER, install_crds};
 pub use namespace::TestNamespace;
 pub use paths::{anvil_binary, controlplane_bin_dir, workspace_root};
 

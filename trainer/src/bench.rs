@@ -65,16 +65,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let vocab = model.config.vocab_size;
     match args.case.as_str() {
         "train" => {
-            let mut opt = AdamW::new(
-                model.base_tensors(),
-                AdamWConfig {
-                    lr: 1e-4,
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    weight_decay: 0.0,
-                },
-            );
+            let mut opt = AdamW::new(model.base_tensors(), AdamWConfig::new(1e-4, 0.0));
             let ids = random_ids(vocab, [args.batch, args.seq], 1);
             let mut step = || -> anyhow::Result<f64> {
                 opt.zero_grad();

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::data::{self, IGNORE, Pair};
-use crate::model::{Llama, LoraConfig, Mode};
+use crate::model::{Llama, Mode};
 use crate::optim::{AdamW, AdamWConfig, lr_at};
 use crate::train::{Method, StepReport, TrainArgs};
 
@@ -165,15 +165,7 @@ pub fn run(args: &DpoArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Resu
     };
     let reference = match t.method {
         Method::Lora => {
-            policy.add_lora(
-                &LoraConfig {
-                    r: t.lora_r,
-                    alpha: t.lora_alpha,
-                    dropout: t.lora_dropout,
-                    target_modules: t.lora_targets.clone(),
-                },
-                t.seed as i64,
-            )?;
+            policy.add_lora(&t.lora_config(), t.seed as i64)?;
             None
         }
         Method::Full => Some(crate::train::load_model(&t.model, device)?.0),
@@ -193,13 +185,7 @@ pub fn run(args: &DpoArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Resu
     };
     let mut opt = AdamW::new(
         policy.trainable_tensors(),
-        AdamWConfig {
-            lr: t.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: t.weight_decay,
-        },
+        AdamWConfig::new(t.lr, t.weight_decay),
     );
     let started = Instant::now();
     let mut tokens = 0i64;

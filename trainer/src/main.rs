@@ -109,6 +109,33 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// What a training run hands to the reporter: digest, weights URI, metrics.
+type Outcome = (String, String, std::collections::BTreeMap<String, f64>);
+
+/// Runs a training command with its progress and result going to the reporter (the
+/// FineTuneJob's status in a pod, the terminal otherwise).
+fn reported(
+    run: impl FnOnce(&mut dyn FnMut(&train::StepReport)) -> anyhow::Result<Outcome>,
+) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let mut reporter = rt.block_on(Reporter::from_env())?;
+    let mut on_step = |s: &train::StepReport| {
+        rt.block_on(reporter.progress(ProgressUpdate {
+            step: s.step,
+            total_steps: s.total_steps,
+            loss: s.loss,
+            tokens_per_second: s.tokens_per_second,
+        }));
+    };
+    let (model_digest, model_uri, metrics) = run(&mut on_step)?;
+    rt.block_on(reporter.result(ResultUpdate {
+        model_digest,
+        model_uri,
+        metrics,
+    }))?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -161,58 +188,23 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Train(args) => {
-            let rt = runtime()?;
-            let mut reporter = rt.block_on(Reporter::from_env())?;
-            let mut on_step = |s: &train::StepReport| {
-                rt.block_on(reporter.progress(ProgressUpdate {
-                    step: s.step,
-                    total_steps: s.total_steps,
-                    loss: s.loss,
-                    tokens_per_second: s.tokens_per_second,
-                }));
-            };
-            let result = train::run(&args, &mut on_step)?;
-            rt.block_on(reporter.result(ResultUpdate {
-                model_digest: result.digest.clone(),
-                model_uri: args.out.join(&result.weights_file).display().to_string(),
-                metrics: result.metrics.clone(),
-            }))?;
-            Ok(())
-        }
-        Command::Dpo(args) => {
-            let rt = runtime()?;
-            let mut reporter = rt.block_on(Reporter::from_env())?;
-            let mut on_step = |s: &train::StepReport| {
-                rt.block_on(reporter.progress(ProgressUpdate {
-                    step: s.step,
-                    total_steps: s.total_steps,
-                    loss: s.loss,
-                    tokens_per_second: s.tokens_per_second,
-                }));
-            };
-            let result = dpo::run(&args, &mut on_step)?;
+        Command::Train(args) => reported(|on_step| {
+            let r = train::run(&args, on_step)?;
+            let uri = args.out.join(&r.weights_file).display().to_string();
+            Ok((r.digest, uri, r.metrics))
+        }),
+        Command::Dpo(args) => reported(|on_step| {
+            let r = dpo::run(&args, on_step)?;
             eprintln!(
                 "held-out preference accuracy {:.3} -> {:.3}, reward margin {:.4} -> {:.4}",
-                result.before.preference_accuracy,
-                result.after.preference_accuracy,
-                result.before.reward_margin,
-                result.after.reward_margin
+                r.before.preference_accuracy,
+                r.after.preference_accuracy,
+                r.before.reward_margin,
+                r.after.reward_margin
             );
-            rt.block_on(
-                reporter.result(ResultUpdate {
-                    model_digest: result.digest.clone(),
-                    model_uri: args
-                        .train
-                        .out
-                        .join(&result.weights_file)
-                        .display()
-                        .to_string(),
-                    metrics: result.metrics.clone(),
-                }),
-            )?;
-            Ok(())
-        }
+            let uri = args.train.out.join(&r.weights_file).display().to_string();
+            Ok((r.digest, uri, r.metrics))
+        }),
         Command::Eval(args) => {
             let result = eval::run(&args)?;
             println!("{}", serde_json::to_string(&result)?);

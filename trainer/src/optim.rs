@@ -17,6 +17,19 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
+impl AdamWConfig {
+    /// β1 0.9, β2 0.999, ε 1e-8 (the PyTorch and `transformers` defaults).
+    pub fn new(lr: f64, weight_decay: f64) -> Self {
+        Self {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        }
+    }
+}
+
 /// The learning rate at `step` (1-based): linear warmup, then cosine decay to `min_ratio`·lr.
 pub fn lr_at(step: u64, total: u64, warmup: u64, lr: f64, min_ratio: f64) -> f64 {
     if warmup > 0 && step <= warmup {

@@ -113,6 +113,18 @@ pub struct TrainArgs {
     pub device: String,
 }
 
+impl TrainArgs {
+    /// The LoRA settings of these flags.
+    pub fn lora_config(&self) -> LoraConfig {
+        LoraConfig {
+            r: self.lora_r,
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            target_modules: self.lora_targets.clone(),
+        }
+    }
+}
+
 /// What a step reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepReport {
@@ -324,25 +336,11 @@ pub fn run(args: &TrainArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Re
         bail!("nothing to do: 0 steps (check --epochs / --max-steps)");
     }
     if args.method == Method::Lora {
-        model.add_lora(
-            &LoraConfig {
-                r: args.lora_r,
-                alpha: args.lora_alpha,
-                dropout: args.lora_dropout,
-                target_modules: args.lora_targets.clone(),
-            },
-            args.seed as i64,
-        )?;
+        model.add_lora(&args.lora_config(), args.seed as i64)?;
     }
     let mut opt = AdamW::new(
         model.trainable_tensors(),
-        AdamWConfig {
-            lr: args.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: args.weight_decay,
-        },
+        AdamWConfig::new(args.lr, args.weight_decay),
     );
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

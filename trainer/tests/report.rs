@@ -4,9 +4,8 @@
 //! trainer's own field manager, rate-bounded, and without touching what the operator owns.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use modelcommons_crds::all_crds;
@@ -16,42 +15,15 @@ use modelcommons_testbed::{TestNamespace, cluster};
 use modelcommons_trainer::report::{FIELD_MANAGER, ProgressUpdate, Reporter, ResultUpdate};
 use serde_json::json;
 
-const TEST_MANAGER: &str = "modelcommons.dev-test";
 /// Stands in for the operator, which writes phase and conditions under its own manager.
 const OPERATOR: &str = "modelcommons.dev/operator";
 const DIGEST: &str = "047882518740d7d0ced5c901b04ae06fba38baaaba78a404f42fbb9953091764";
 
 /// Applies every CRD (server-side) and waits until each is Established.
 async fn install_crds(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in all_crds() {
-        crds.patch(
-            &crd.name_any(),
-            &PatchParams::apply(TEST_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
+    modelcommons_testbed::install_crds(client, &all_crds())
         .await
         .unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for crd in all_crds() {
-        loop {
-            let c = crds.get(&crd.name_any()).await.unwrap();
-            let established = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} not Established after 30s",
-                crd.name_any()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 /// The example's LoRA FineTuneJob (examples/contract-review/04-finetune.yaml), created.

@@ -3,10 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use modelcommons_crds::{
@@ -17,35 +15,9 @@ pub const MANAGER: &str = "modelcommons.dev-test";
 
 /// Applies every CRD (server-side) and waits until each is Established.
 pub async fn install_crds(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in all_crds() {
-        crds.patch(
-            &crd.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
+    modelcommons_testbed::install_crds(client, &all_crds())
         .await
         .unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for crd in all_crds() {
-        loop {
-            let c = crds.get(&crd.name_any()).await.unwrap();
-            let established = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} not Established after 30s",
-                crd.name_any()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 pub fn examples_dir() -> PathBuf {
