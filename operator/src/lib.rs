@@ -7,4 +7,5 @@
 #![forbid(unsafe_code)]
 
 pub mod contribution;
+pub mod controller;
 pub mod ledger;

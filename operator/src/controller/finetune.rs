@@ -1,0 +1,945 @@
+//! The FineTuneJob controller: gates (proposal approved, Datanet Ready at the pinned version,
+//! budget left) as conditions with reasons; children by server-side apply with owner
+//! references (a ConfigMap with the training config, an Indexed `batch/v1` Job of trainer
+//! pods with torchrun-style env, a headless Service for several workers); phases from the Job
+//! and from the result the trainer writes; targets judged with their direction.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use modelcommons_crds::common::{Direction, MetricTarget};
+use modelcommons_crds::conditions::{READY, set_condition};
+use modelcommons_crds::datanet::{Datanet, DatanetPhase};
+use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase, FineTuneJobSpec, MethodType};
+use modelcommons_crds::proposal::{ModelProposal, ModelProposalPhase};
+use serde_json::json;
+
+use super::{Context, Error, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, now};
+
+/// Condition: a gate holds the job back.
+pub const GATED: &str = "Gated";
+/// Condition: the job is suspended or waits for queue admission.
+pub const SUSPENDED: &str = "Suspended";
+/// The Kueue queue label.
+pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
+/// Where the trainer container finds its files: URIs `file:///p` map to `/p` (hostPath),
+/// `pvc://claim/p` to `/mnt/pvc/claim/p`.
+pub const PVC_ROOT: &str = "/mnt/pvc";
+
+/// Why a job may not start yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    /// Condition reason (CamelCase).
+    pub reason: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// What the gates resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admitted {
+    /// The dataset version trained on.
+    pub dataset_version: u32,
+    /// Its Merkle root.
+    pub dataset_root: Option<String>,
+    /// Its location.
+    pub dataset_uri: String,
+    /// The targets: the job's own, else the proposal's rubric.
+    pub targets: Vec<MetricTarget>,
+}
+
+/// Checks the gates against the proposal and the Datanet (None: not found).
+pub fn check_gates(
+    spec: &FineTuneJobSpec,
+    proposal: Option<&ModelProposal>,
+    datanet: Option<&Datanet>,
+) -> Result<Admitted, Gate> {
+    let Some(p) = proposal else {
+        return Err(Gate {
+            reason: "ProposalNotFound",
+            message: format!(
+                "ModelProposal {} does not exist in this namespace; create it or fix spec.proposalRef",
+                spec.proposal_ref.name
+            ),
+        });
+    };
+    let phase = p.status.as_ref().and_then(|s| s.phase);
+    if !matches!(
+        phase,
+        Some(ModelProposalPhase::Approved | ModelProposalPhase::Active)
+    ) {
+        return Err(Gate {
+            reason: "ProposalNotApproved",
+            message: format!(
+                "ModelProposal {} is {}; training starts by itself once token holders approve it",
+                spec.proposal_ref.name,
+                phase.map_or("not yet registered".to_string(), |p| format!("{p:?}"))
+            ),
+        });
+    }
+    if let Some(budget) = p.status.as_ref().and_then(|s| s.budget.as_ref())
+        && budget.gpu_hours_left.parse::<f64>().is_ok_and(|h| h <= 0.0)
+    {
+        return Err(Gate {
+            reason: "BudgetExhausted",
+            message: format!(
+                "ModelProposal {} has no GPU-hours left ({} used); raise the mandate's budget through governance",
+                spec.proposal_ref.name, budget.gpu_hours_used
+            ),
+        });
+    }
+    let Some(d) = datanet else {
+        return Err(Gate {
+            reason: "DatanetNotFound",
+            message: format!(
+                "Datanet {} does not exist in this namespace; create it or fix spec.datanetRef",
+                spec.datanet_ref.name
+            ),
+        });
+    };
+    let st = d.status.clone().unwrap_or_default();
+    let ready_version = (st.phase == Some(DatanetPhase::Ready))
+        .then_some(st.version)
+        .flatten();
+    let version = match (spec.datanet_ref.version, ready_version) {
+        (Some(want), Some(have)) if have >= want => want,
+        (None, Some(have)) => have,
+        (want, _) => {
+            return Err(Gate {
+                reason: "DatanetNotReady",
+                message: format!(
+                    "Datanet {} has no Ready version{} yet (it is {}); training starts when curation publishes it",
+                    spec.datanet_ref.name,
+                    want.map(|v| format!(" {v}")).unwrap_or_default(),
+                    st.phase.map_or("new".to_string(), |p| format!("{p:?}"))
+                ),
+            });
+        }
+    };
+    let Some(dataset_uri) = st.dataset_uri.clone() else {
+        return Err(Gate {
+            reason: "DatanetNotReady",
+            message: format!(
+                "Datanet {} is Ready but names no datasetUri",
+                spec.datanet_ref.name
+            ),
+        });
+    };
+    for uri in [&spec.base_model.uri, &dataset_uri, &spec.output_uri] {
+        if container_path(uri).is_none() {
+            return Err(Gate {
+                reason: "StorageUnsupported",
+                message: format!(
+                    "{uri}: this operator mounts file:// and pvc:// locations; copy the data there"
+                ),
+            });
+        }
+    }
+    let targets = if spec.targets.is_empty() {
+        p.spec.mandate.evaluation.metrics.clone()
+    } else {
+        spec.targets.clone()
+    };
+    Ok(Admitted {
+        dataset_version: version,
+        dataset_root: st.dataset_root,
+        dataset_uri,
+        targets,
+    })
+}
+
+/// The path a storage URI has inside the trainer container.
+pub fn container_path(uri: &str) -> Option<String> {
+    if let Some(p) = uri.strip_prefix("file://") {
+        return p.starts_with('/').then(|| p.to_string());
+    }
+    let rest = uri.strip_prefix("pvc://")?;
+    let (claim, path) = rest.split_once('/').unwrap_or((rest, ""));
+    (!claim.is_empty()).then(|| {
+        format!("{PVC_ROOT}/{claim}/{path}")
+            .trim_end_matches('/')
+            .to_string()
+    })
+}
+
+/// Whether every target is met by `metrics` (decimal strings by name).
+pub fn targets_met(targets: &[MetricTarget], metrics: &BTreeMap<String, String>) -> bool {
+    targets.iter().all(|t| {
+        let (Some(v), Ok(th)) = (
+            metrics.get(&t.name).and_then(|v| v.parse::<f64>().ok()),
+            t.threshold.parse::<f64>(),
+        ) else {
+            return false;
+        };
+        match t.direction {
+            Direction::Maximize => v >= th,
+            Direction::Minimize => v <= th,
+        }
+    })
+}
+
+/// The trainer's command line for this job.
+pub fn trainer_args(spec: &FineTuneJobSpec, dataset_dir: &str) -> Vec<String> {
+    let h = &spec.hyperparameters;
+    let path = |u: &str| container_path(u).unwrap_or_default();
+    let mut a: Vec<String> = vec![
+        "train".into(),
+        "--model".into(),
+        path(&spec.base_model.uri),
+        "--data".into(),
+        format!("{dataset_dir}/train.jsonl"),
+        "--eval-data".into(),
+        format!("{dataset_dir}/eval.jsonl"),
+        "--out".into(),
+        path(&spec.output_uri),
+        "--epochs".into(),
+        h.epochs.to_string(),
+        "--lr".into(),
+        h.learning_rate.clone(),
+        "--batch-size".into(),
+        h.batch_size.to_string(),
+        "--grad-accum".into(),
+        h.gradient_accumulation_steps.to_string(),
+        "--warmup-steps".into(),
+        h.warmup_steps.to_string(),
+        "--max-seq-len".into(),
+        h.max_seq_len.to_string(),
+        "--seed".into(),
+        h.seed.to_string(),
+        "--checkpoint-every".into(),
+        spec.checkpointing.every_steps.to_string(),
+        "--keep-checkpoints".into(),
+        spec.checkpointing.keep.to_string(),
+    ];
+    if let Some(s) = h.max_steps {
+        a.extend(["--max-steps".into(), s.to_string()]);
+    }
+    match (&spec.method.kind, &spec.method.lora) {
+        (MethodType::LoRA, Some(l)) => a.extend([
+            "--method".into(),
+            "lora".into(),
+            "--lora-r".into(),
+            l.rank.to_string(),
+            "--lora-alpha".into(),
+            l.alpha.to_string(),
+            "--lora-dropout".into(),
+            (f64::from(l.dropout_bps) / 10_000.0).to_string(),
+            "--lora-targets".into(),
+            l.target_modules.join(","),
+        ]),
+        _ => a.extend(["--method".into(), "full".into()]),
+    }
+    if spec.resources.gpus_per_worker == 0 {
+        a.extend(["--device".into(), "cpu".into()]);
+    }
+    a
+}
+
+fn child_name(ftj: &FineTuneJob) -> String {
+    format!("{}-trainer", ftj.name_any())
+}
+
+/// Volumes for the file:// and pvc:// locations the job reads and writes.
+fn volumes(uris: &[&str]) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let (mut vols, mut mounts) = (Vec::new(), Vec::new());
+    let mut seen = std::collections::BTreeSet::new();
+    for uri in uris {
+        let (name, vol, mount) = if let Some(p) = uri.strip_prefix("file://") {
+            let n = format!("host-{}", seen.len());
+            (
+                n.clone(),
+                json!({"name": n, "hostPath": {"path": p, "type": "DirectoryOrCreate"}}),
+                p.to_string(),
+            )
+        } else if let Some(rest) = uri.strip_prefix("pvc://") {
+            let claim = rest.split('/').next().unwrap_or_default();
+            if !seen.insert(claim.to_string()) {
+                continue;
+            }
+            let n = format!("pvc-{claim}");
+            (
+                n.clone(),
+                json!({"name": n, "persistentVolumeClaim": {"claimName": claim}}),
+                format!("{PVC_ROOT}/{claim}"),
+            )
+        } else {
+            continue;
+        };
+        seen.insert(name.clone());
+        vols.push(vol);
+        mounts.push(json!({"name": name, "mountPath": mount}));
+    }
+    (vols, mounts)
+}
+
+/// The Indexed trainer Job (one pod per worker).
+pub fn trainer_job(
+    ftj: &FineTuneJob,
+    image: &str,
+    admitted: &Admitted,
+    suspend: bool,
+) -> serde_json::Value {
+    let spec = &ftj.spec;
+    let name = child_name(ftj);
+    let ns = ftj.namespace().unwrap_or_default();
+    let workers = spec.resources.workers.max(1);
+    let dataset_dir = container_path(&admitted.dataset_uri).unwrap_or_default();
+    let (vols, mounts) = volumes(&[
+        &spec.base_model.uri,
+        &admitted.dataset_uri,
+        &spec.output_uri,
+    ]);
+    let mut resources = json!({"requests": {
+        "cpu": spec.resources.cpu.clone().unwrap_or_else(|| "4".into()),
+        "memory": spec.resources.memory.clone().unwrap_or_else(|| "16Gi".into()),
+    }});
+    if spec.resources.gpus_per_worker > 0 {
+        let g = spec.resources.gpus_per_worker.to_string();
+        resources["requests"]["nvidia.com/gpu"] = json!(g);
+        resources["limits"] = json!({"nvidia.com/gpu": g});
+    }
+    let mut labels = json!({LABEL_MANAGED_BY: "modelcommons-operator", LABEL_INSTANCE: ftj.name_any(),
+        "app.kubernetes.io/name": "modelcommons-trainer"});
+    if let Some(q) = &spec.run_policy.queue_name {
+        labels[KUEUE_QUEUE_LABEL] = json!(q);
+    }
+    let env = json!([
+        {"name": "MODELCOMMONS_FINETUNEJOB", "value": ftj.name_any()},
+        {"name": "MODELCOMMONS_NAMESPACE", "value": ns},
+        {"name": "PET_NNODES", "value": workers.to_string()},
+        {"name": "PET_NPROC_PER_NODE", "value": spec.resources.gpus_per_worker.max(1).to_string()},
+        {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+        {"name": "PET_MASTER_ADDR", "value": format!("{name}-0.{name}.{ns}.svc")},
+        {"name": "PET_MASTER_PORT", "value": "29500"},
+    ]);
+    let mut job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": ns, "labels": labels,
+            "ownerReferences": [owner(ftj)]},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": workers,
+            "parallelism": workers,
+            "backoffLimit": spec.run_policy.backoff_limit,
+            "suspend": suspend,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "subdomain": name,
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "fsGroup": 65532},
+                    "containers": [{
+                        "name": "trainer",
+                        "image": spec.trainer_image.clone().unwrap_or_else(|| image.to_string()),
+                        "command": ["modelcommons-trainer"],
+                        "args": trainer_args(spec, &dataset_dir),
+                        "env": env,
+                        "resources": resources,
+                        "volumeMounts": mounts,
+                        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+                    }],
+                    "volumes": vols,
+                }
+            }
+        }
+    });
+    if let Some(d) = spec.run_policy.active_deadline_seconds {
+        job["spec"]["activeDeadlineSeconds"] = json!(d);
+    }
+    if let Some(t) = spec.run_policy.ttl_seconds_after_finished {
+        job["spec"]["ttlSecondsAfterFinished"] = json!(t);
+    }
+    job
+}
+
+fn owner(ftj: &FineTuneJob) -> serde_json::Value {
+    json!({"apiVersion": FineTuneJob::api_version(&()), "kind": FineTuneJob::kind(&()),
+        "name": ftj.name_any(), "uid": ftj.uid().unwrap_or_default(),
+        "controller": true, "blockOwnerDeletion": true})
+}
+
+/// What the trainer Job says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Suspended (by the spec or by Kueue until admission).
+    Suspended,
+    /// Pods run or wait to.
+    Running,
+    /// Every index completed.
+    Complete,
+    /// Failed (backoff limit, deadline).
+    Failed,
+}
+
+/// Reads a Job's state and, when failed, its reason and message.
+pub fn job_state(job: &Job) -> (JobState, Option<(String, String)>) {
+    let conds = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let holds = |t: &str| conds.iter().find(|c| c.type_ == t && c.status == "True");
+    if let Some(c) = holds("Failed") {
+        return (
+            JobState::Failed,
+            Some((
+                c.reason.clone().unwrap_or_else(|| "JobFailed".into()),
+                c.message.clone().unwrap_or_default(),
+            )),
+        );
+    }
+    if holds("Complete").is_some() {
+        return (JobState::Complete, None);
+    }
+    if job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false) {
+        return (JobState::Suspended, None);
+    }
+    (JobState::Running, None)
+}
+
+/// GPU-hours a job has used.
+pub fn gpu_hours(spec: &FineTuneJobSpec, job: &Job) -> f64 {
+    let st = job.status.clone().unwrap_or_default();
+    let Some(start) = st.start_time else {
+        return 0.0;
+    };
+    let end = st
+        .completion_time
+        .map_or_else(k8s_openapi::jiff::Timestamp::now, |t| t.0);
+    let secs = end.duration_since(start.0).as_secs_f64().max(0.0);
+    secs / 3600.0 * f64::from(spec.resources.workers.max(1) * spec.resources.gpus_per_worker)
+}
+
+struct Desired {
+    phase: FineTuneJobPhase,
+    conditions: Vec<Condition>,
+    extra: serde_json::Value,
+}
+
+fn desired_conditions(ftj: &FineTuneJob, sets: &[(&str, bool, &str, &str)]) -> Vec<Condition> {
+    let mut conds = ftj
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let generation = ftj.metadata.generation;
+    for (t, s, r, m) in sets {
+        set_condition(&mut conds, t, *s, r, m, generation, now());
+    }
+    conds
+}
+
+/// Reconciles one FineTuneJob.
+pub async fn reconcile(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = ftj
+        .namespace()
+        .ok_or_else(|| Error::Invalid("FineTuneJob without a namespace".into()))?;
+    let client = ctx.client.clone();
+    let current_phase = ftj.status.as_ref().and_then(|s| s.phase);
+    if matches!(
+        current_phase,
+        Some(
+            FineTuneJobPhase::Succeeded
+                | FineTuneJobPhase::TargetsMissed
+                | FineTuneJobPhase::Failed
+        )
+    ) {
+        return Ok(Action::await_change());
+    }
+    let proposals: Api<ModelProposal> = Api::namespaced(client.clone(), &ns);
+    let datanets: Api<Datanet> = Api::namespaced(client.clone(), &ns);
+    let proposal = proposals.get_opt(&ftj.spec.proposal_ref.name).await?;
+    let datanet = datanets.get_opt(&ftj.spec.datanet_ref.name).await?;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let name = child_name(&ftj);
+    let existing = jobs.get_opt(&name).await?;
+    let recheck = Action::requeue(ctx.config.recheck);
+
+    let admitted = match (
+        existing.is_some(),
+        check_gates(&ftj.spec, proposal.as_ref(), datanet.as_ref()),
+    ) {
+        (_, Ok(a)) => a,
+        // A gate that closes after the trainer started does not stop it.
+        (true, Err(_)) => check_gates_lenient(&ftj),
+        (false, Err(gate)) => {
+            let d = Desired {
+                phase: FineTuneJobPhase::Pending,
+                conditions: desired_conditions(
+                    &ftj,
+                    &[
+                        (GATED, true, gate.reason, &gate.message),
+                        (READY, false, gate.reason, &gate.message),
+                    ],
+                ),
+                extra: json!({}),
+            };
+            write_status(&ftj, &ctx, d, Some(("Gated", gate.reason, &gate.message))).await?;
+            return Ok(recheck);
+        }
+    };
+
+    let job = match existing {
+        Some(j) => j,
+        None => {
+            apply_children(&ftj, &ctx, &admitted).await?;
+            let j = jobs.get(&name).await?;
+            ctx.recorder
+                .publish(
+                    &Event {
+                        type_: EventType::Normal,
+                        reason: "TrainerJobCreated".into(),
+                        note: Some(format!(
+                            "Job {name}: {} worker(s), dataset version {}",
+                            ftj.spec.resources.workers.max(1),
+                            admitted.dataset_version
+                        )),
+                        action: "Create".into(),
+                        secondary: None,
+                    },
+                    &ftj.object_ref(&()),
+                )
+                .await
+                .ok();
+            j
+        }
+    };
+    // runPolicy.suspend toggles the Job when no queue manages it.
+    if ftj.spec.run_policy.queue_name.is_none() {
+        let want = ftj.spec.run_policy.suspend;
+        if job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false) != want {
+            jobs.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"suspend": want}})),
+            )
+            .await?;
+        }
+    }
+    let (state, failure) = job_state(&job);
+    let hours = gpu_hours(&ftj.spec, &job);
+    let job_status = job.status.clone().unwrap_or_default();
+    let mut extra = json!({
+        "jobName": name,
+        "datasetVersion": admitted.dataset_version,
+        "gpuHoursUsed": format!("{hours:.4}"),
+    });
+    if let Some(r) = &admitted.dataset_root {
+        extra["datasetRoot"] = json!(r);
+    }
+    if let Some(t) = &job_status.start_time {
+        extra["startTime"] = json!(t);
+    }
+    let result = ftj.status.as_ref().and_then(|s| s.result.clone());
+    let metrics: BTreeMap<String, String> = result
+        .as_ref()
+        .map(|r| {
+            r.metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let has_result = result.as_ref().is_some_and(|r| r.model_digest.is_some());
+    let clear_gate = (GATED, false, "Admitted", "every gate holds");
+    let (d, requeue) = match state {
+        JobState::Suspended => {
+            let why = if ftj.spec.run_policy.queue_name.is_some() {
+                (
+                    "AwaitingAdmission",
+                    "the trainer Job waits for admission by its Kueue queue",
+                )
+            } else {
+                (
+                    "Suspended",
+                    "spec.runPolicy.suspend is true; set it to false to run",
+                )
+            };
+            (
+                Desired {
+                    phase: FineTuneJobPhase::Queued,
+                    conditions: desired_conditions(
+                        &ftj,
+                        &[
+                            clear_gate,
+                            (SUSPENDED, true, why.0, why.1),
+                            (READY, false, why.0, why.1),
+                        ],
+                    ),
+                    extra,
+                },
+                recheck,
+            )
+        }
+        JobState::Running => (
+            Desired {
+                phase: FineTuneJobPhase::Running,
+                conditions: desired_conditions(
+                    &ftj,
+                    &[
+                        clear_gate,
+                        (SUSPENDED, false, "Running", "trainer pods run"),
+                        (READY, false, "Training", "trainer pods run"),
+                    ],
+                ),
+                extra,
+            },
+            recheck,
+        ),
+        JobState::Failed => {
+            let (reason, message) = failure.unwrap_or_default();
+            let message =
+                format!("the trainer Job failed: {message} (see `kubectl logs job/{name}`)");
+            extra["completionTime"] = json!(now());
+            (
+                Desired {
+                    phase: FineTuneJobPhase::Failed,
+                    conditions: desired_conditions(
+                        &ftj,
+                        &[clear_gate, (READY, false, &reason, &message)],
+                    ),
+                    extra,
+                },
+                Action::await_change(),
+            )
+        }
+        JobState::Complete if has_result => {
+            let met = targets_met(&admitted.targets, &metrics);
+            extra["completionTime"] = json!(job_status.completion_time.clone().unwrap_or_else(now));
+            extra["result"] = json!({"targetsMet": met});
+            let (phase, reason, message) = if met {
+                (
+                    FineTuneJobPhase::Succeeded,
+                    "TargetsMet",
+                    "every target is met".to_string(),
+                )
+            } else {
+                let missed: Vec<String> = admitted
+                    .targets
+                    .iter()
+                    .filter(|t| !targets_met(std::slice::from_ref(t), &metrics))
+                    .map(|t| {
+                        format!(
+                            "{} {} (wanted {:?} {})",
+                            t.name,
+                            metrics.get(&t.name).map_or("unmeasured", String::as_str),
+                            t.direction,
+                            t.threshold
+                        )
+                    })
+                    .collect();
+                (
+                    FineTuneJobPhase::TargetsMissed,
+                    "TargetsMissed",
+                    format!("missed: {}", missed.join(", ")),
+                )
+            };
+            (
+                Desired {
+                    phase,
+                    conditions: desired_conditions(
+                        &ftj,
+                        &[
+                            clear_gate,
+                            (SUSPENDED, false, "Finished", "trainer finished"),
+                            (READY, met, reason, &message),
+                        ],
+                    ),
+                    extra,
+                },
+                Action::await_change(),
+            )
+        }
+        JobState::Complete => {
+            let finished = job_status.completion_time.as_ref().map(|t| t.0);
+            let waited = finished.map_or(0.0, |f| {
+                k8s_openapi::jiff::Timestamp::now()
+                    .duration_since(f)
+                    .as_secs_f64()
+            });
+            if waited > ctx.config.result_grace.as_secs_f64() {
+                let message = format!(
+                    "the trainer Job completed {waited:.0}s ago without reporting a result; check its logs (`kubectl logs job/{name}`)"
+                );
+                extra["completionTime"] = json!(now());
+                (
+                    Desired {
+                        phase: FineTuneJobPhase::Failed,
+                        conditions: desired_conditions(
+                            &ftj,
+                            &[clear_gate, (READY, false, "NoResult", &message)],
+                        ),
+                        extra,
+                    },
+                    Action::await_change(),
+                )
+            } else {
+                (
+                    Desired {
+                        phase: FineTuneJobPhase::Evaluating,
+                        conditions: desired_conditions(
+                            &ftj,
+                            &[
+                                clear_gate,
+                                (
+                                    READY,
+                                    false,
+                                    "AwaitingResult",
+                                    "the trainer finished; waiting for its evaluation result",
+                                ),
+                            ],
+                        ),
+                        extra,
+                    },
+                    Action::requeue(Duration::from_secs(5)),
+                )
+            }
+        }
+    };
+    write_status(&ftj, &ctx, d, None).await?;
+    Ok(requeue)
+}
+
+/// Gates that held when the Job was created are not re-checked; the dataset comes from status.
+fn check_gates_lenient(ftj: &FineTuneJob) -> Admitted {
+    let st = ftj.status.clone().unwrap_or_default();
+    Admitted {
+        dataset_version: st.dataset_version.unwrap_or_default(),
+        dataset_root: st.dataset_root,
+        dataset_uri: String::new(),
+        targets: ftj.spec.targets.clone(),
+    }
+}
+
+async fn apply_children(
+    ftj: &FineTuneJob,
+    ctx: &Context,
+    admitted: &Admitted,
+) -> Result<(), Error> {
+    let ns = ftj.namespace().unwrap_or_default();
+    let name = child_name(ftj);
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let labels = json!({LABEL_MANAGED_BY: "modelcommons-operator", LABEL_INSTANCE: ftj.name_any()});
+    let config = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner(ftj)]},
+        "data": {
+            "args.json": serde_json::to_string(&trainer_args(&ftj.spec, &container_path(&admitted.dataset_uri).unwrap_or_default()))?,
+            "targets.json": serde_json::to_string(&admitted.targets)?,
+            "dataset.json": serde_json::to_string(&json!({"version": admitted.dataset_version, "root": admitted.dataset_root, "uri": admitted.dataset_uri}))?,
+        }
+    });
+    Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &pp, &Patch::Apply(&config))
+        .await?;
+    if ftj.spec.resources.workers > 1 {
+        let svc = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner(ftj)]},
+            "spec": {"clusterIP": "None", "publishNotReadyAddresses": true,
+                "selector": {LABEL_INSTANCE: ftj.name_any()},
+                "ports": [{"name": "rendezvous", "port": 29500}]}
+        });
+        Api::<Service>::namespaced(ctx.client.clone(), &ns)
+            .patch(&name, &pp, &Patch::Apply(&svc))
+            .await?;
+    }
+    let suspend = ftj.spec.run_policy.suspend || ftj.spec.run_policy.queue_name.is_some();
+    let job = trainer_job(ftj, &ctx.config.trainer_image, admitted, suspend);
+    Api::<Job>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &pp, &Patch::Apply(&job))
+        .await?;
+    Ok(())
+}
+
+/// Writes the status when it differs from what is there; an event on phase changes.
+async fn write_status(
+    ftj: &FineTuneJob,
+    ctx: &Context,
+    d: Desired,
+    gate: Option<(&str, &str, &str)>,
+) -> Result<(), Error> {
+    let status = ftj.status.clone().unwrap_or_default();
+    let mut body = d.extra.clone();
+    body["phase"] = json!(d.phase);
+    body["observedGeneration"] = json!(ftj.metadata.generation);
+    body["conditions"] = json!(d.conditions);
+    let current = serde_json::to_value(&status)?;
+    let changed = body
+        .as_object()
+        .map(|o| {
+            o.iter().any(|(k, v)| match (k.as_str(), v) {
+                ("result", v) => {
+                    current.get("result").and_then(|r| r.get("targetsMet")) != v.get("targetsMet")
+                }
+                (k, v) => current.get(k) != Some(v),
+            })
+        })
+        .unwrap_or(true);
+    if !changed {
+        return Ok(());
+    }
+    let patch = json!({"apiVersion": FineTuneJob::api_version(&()), "kind": FineTuneJob::kind(&()), "status": body});
+    Api::<FineTuneJob>::namespaced(ctx.client.clone(), &ftj.namespace().unwrap_or_default())
+        .patch_status(
+            &ftj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    if status.phase != Some(d.phase) {
+        let (type_, reason, note) = match gate {
+            Some((_, reason, message)) => {
+                (EventType::Warning, reason.to_string(), message.to_string())
+            }
+            None => (
+                EventType::Normal,
+                format!("{:?}", d.phase),
+                format!("phase {:?}", d.phase),
+            ),
+        };
+        ctx.recorder
+            .publish(
+                &Event {
+                    type_,
+                    reason,
+                    note: Some(note),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                },
+                &ftj.object_ref(&()),
+            )
+            .await
+            .ok();
+    }
+    Ok(())
+}
+
+fn error_policy(_ftj: Arc<FineTuneJob>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %err, "FineTuneJob reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the controller until the stream ends.
+pub async fn run(ctx: Context) {
+    let client = ctx.client.clone();
+    let (ftjs, jobs, proposals, datanets) = match &ctx.config.namespace {
+        Some(ns) => (
+            Api::<FineTuneJob>::namespaced(client.clone(), ns),
+            Api::<Job>::namespaced(client.clone(), ns),
+            Api::<ModelProposal>::namespaced(client.clone(), ns),
+            Api::<Datanet>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    let controller = Controller::new(ftjs, watcher::Config::default());
+    let store = controller.store();
+    let by_proposal = store.clone();
+    let by_datanet = store;
+    controller
+        .owns(jobs, watcher::Config::default().labels(LABEL_INSTANCE))
+        .watches(
+            proposals,
+            watcher::Config::default(),
+            move |p: ModelProposal| {
+                let ns = p.namespace();
+                by_proposal
+                    .state()
+                    .into_iter()
+                    .filter(|f| f.namespace() == ns && f.spec.proposal_ref.name == p.name_any())
+                    .map(|f| ObjectRef::from_obj(&*f))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(datanets, watcher::Config::default(), move |d: Datanet| {
+            let ns = d.namespace();
+            by_datanet
+                .state()
+                .into_iter()
+                .filter(|f| f.namespace() == ns && f.spec.datanet_ref.name == d.name_any())
+                .map(|f| ObjectRef::from_obj(&*f))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, Arc::new(ctx))
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "reconcile");
+            }
+        })
+        .await;
+}
+
+/// Lists FineTuneJobs of a proposal (for budget accounting).
+pub async fn of_proposal(
+    client: &kube::Client,
+    ns: &str,
+    proposal: &str,
+) -> Result<Vec<FineTuneJob>, Error> {
+    Ok(Api::<FineTuneJob>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|f| f.spec.proposal_ref.name == proposal)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_map_to_container_paths() {
+        assert_eq!(container_path("file:///data/x").as_deref(), Some("/data/x"));
+        assert_eq!(
+            container_path("pvc://models/tiny").as_deref(),
+            Some("/mnt/pvc/models/tiny")
+        );
+        assert_eq!(
+            container_path("pvc://models").as_deref(),
+            Some("/mnt/pvc/models")
+        );
+        assert_eq!(container_path("s3://b/k"), None);
+        assert_eq!(container_path("file://relative"), None);
+    }
+
+    #[test]
+    fn targets_are_judged_with_their_direction() {
+        let t = |name: &str, direction, threshold: &str| MetricTarget {
+            name: name.into(),
+            direction,
+            threshold: threshold.into(),
+        };
+        let targets = vec![
+            t("loss", Direction::Minimize, "2.0"),
+            t("exactMatch", Direction::Maximize, "0.6"),
+        ];
+        let m = |l: &str, e: &str| {
+            BTreeMap::from([
+                ("loss".to_string(), l.to_string()),
+                ("exactMatch".to_string(), e.to_string()),
+            ])
+        };
+        assert!(targets_met(&targets, &m("1.5", "0.6")));
+        assert!(!targets_met(&targets, &m("2.5", "0.9")));
+        assert!(!targets_met(&targets, &m("1.0", "0.5")));
+        assert!(!targets_met(&targets, &BTreeMap::new()), "unmeasured fails");
+    }
+}

@@ -1,0 +1,98 @@
+//! The lifecycle controllers (kube-runtime), sharing one [`Context`].
+//!
+//! Every write is a server-side apply under [`FIELD_MANAGER`]; a reconcile that finds nothing
+//! to change writes nothing.
+
+use std::sync::Arc;
+
+use kube::runtime::events::{Recorder, Reporter};
+
+pub mod finetune;
+
+/// The operator's field manager (the trainer writes under `modelcommons.dev/trainer`).
+pub const FIELD_MANAGER: &str = "modelcommons.dev/operator";
+
+/// Labels on every child object.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The owning object's name, on every child object.
+pub const LABEL_INSTANCE: &str = "modelcommons.dev/instance";
+
+/// What the controllers are configured with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The trainer image when a FineTuneJob names none.
+    pub trainer_image: String,
+    /// Only this namespace (None: all).
+    pub namespace: Option<String>,
+    /// How often a gated or waiting object is looked at again even without a watch event.
+    pub recheck: std::time::Duration,
+    /// How long a finished trainer Job may go without a result before the FineTuneJob fails.
+    pub result_grace: std::time::Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            trainer_image: "ghcr.io/modelcommons/trainer:0.1.0".into(),
+            namespace: None,
+            recheck: std::time::Duration::from_secs(30),
+            result_grace: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+/// Shared by every reconcile.
+#[derive(Clone)]
+pub struct Context {
+    /// The API client.
+    pub client: kube::Client,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Publishes Kubernetes events.
+    pub recorder: Recorder,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(client: kube::Client, config: Config) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "modelcommons-operator".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Self {
+            client,
+            config: Arc::new(config),
+            recorder,
+        }
+    }
+}
+
+/// Errors of a reconcile (retried with backoff; the object's status says what to do).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a request.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object could not be serialized.
+    #[error("serializing: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The object lacks what the reconcile needs (e.g. a namespace).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The current time as a Kubernetes `Time`.
+pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
+}
