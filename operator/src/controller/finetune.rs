@@ -440,8 +440,16 @@ fn desired_conditions(ftj: &FineTuneJob, sets: &[(&str, bool, &str, &str)]) -> V
     conds
 }
 
-/// Reconciles one FineTuneJob.
+/// Reconciles one FineTuneJob (timed and counted in the metrics).
 pub async fn reconcile(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let res = reconcile_inner(ftj, ctx.clone()).await;
+    ctx.metrics
+        .observe("FineTuneJob", res.is_ok(), started.elapsed().as_secs_f64());
+    res
+}
+
+async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = ftj
         .namespace()
         .ok_or_else(|| Error::Invalid("FineTuneJob without a namespace".into()))?;

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use kube::runtime::events::{Recorder, Reporter};
 
 pub mod finetune;
+pub mod lease;
+pub mod metrics;
 
 /// The operator's field manager (the trainer writes under `modelcommons.dev/trainer`).
 pub const FIELD_MANAGER: &str = "modelcommons.dev/operator";
@@ -50,6 +52,8 @@ pub struct Context {
     pub config: Arc<Config>,
     /// Publishes Kubernetes events.
     pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Context {
@@ -74,6 +78,7 @@ impl Context {
             client,
             config: Arc::new(config),
             recorder,
+            metrics: Arc::new(metrics::Metrics::default()),
         }
     }
 }

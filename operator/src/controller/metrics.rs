@@ -1,0 +1,88 @@
+//! The operator's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// The kind reconciled.
+    pub kind: String,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// Labels naming a kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The kind.
+    pub kind: String,
+}
+
+/// Everything the operator exports.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Reconciles by kind and result.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Reconcile durations by kind.
+    pub durations: Family<KindLabels, Histogram>,
+    /// 1 while this replica leads.
+    pub leader: Gauge,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let durations = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
+        let leader = Gauge::default();
+        let mut registry = Registry::with_prefix("modelcommons_operator");
+        registry.register(
+            "reconciles",
+            "Reconciles by kind and result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile durations by kind",
+            durations.clone(),
+        );
+        registry.register("leader", "1 while this replica leads", leader.clone());
+        Self {
+            reconciles,
+            durations,
+            leader,
+            registry,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one reconcile.
+    pub fn observe(&self, kind: &str, ok: bool, seconds: f64) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: kind.into(),
+                result: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        self.durations
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .observe(seconds);
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
