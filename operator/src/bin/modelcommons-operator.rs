@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use modelcommons_operator::controller::lease::{self, LeaseConfig};
-use modelcommons_operator::controller::{Config, Context, finetune};
+use modelcommons_operator::controller::{Config, Context, deployment, finetune};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -139,7 +139,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     if args.no_leader_elect {
         metrics.leader.set(1);
-        finetune::run(ctx).await;
+        tokio::join!(finetune::run(ctx.clone()), deployment::run(ctx));
         return Ok(());
     }
     let identity = args.identity.clone().unwrap_or_else(|| {
@@ -163,7 +163,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("leading as {}", cfg.identity);
     metrics.leader.set(1);
     tokio::select! {
-        _ = finetune::run(ctx) => Ok(()),
+        _ = async { tokio::join!(finetune::run(ctx.clone()), deployment::run(ctx)) } => Ok(()),
         _ = lease::keep(&leases, &cfg) => {
             metrics.leader.set(0);
             anyhow::bail!("lost leadership; exiting so that a restart rejoins as a follower")

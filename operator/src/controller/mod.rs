@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use kube::runtime::events::{Recorder, Reporter};
 
+pub mod deployment;
 pub mod finetune;
 pub mod lease;
 pub mod metrics;

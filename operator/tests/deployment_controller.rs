@@ -1,0 +1,213 @@
+//! The ModelDeployment controller on the real control plane: a deployment of a model that is
+//! not there waits `Pending` with the reason; one of an artifact gets a Deployment running
+//! `modelcommons-trainer serve` (keys mounted from the Secret, limits as flags) and a Service,
+//! turns `Ready` with its URL when kwok reports the replica ready; and this test, playing the
+//! kubelet, runs the real server with the pod's args and gets a chat completion with a key.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::{Api, PostParams};
+use modelcommons_crds::deployment::{ModelDeployment, ModelDeploymentPhase};
+use modelcommons_operator::controller::deployment::{self, KEYS_DIR};
+use modelcommons_operator::controller::{Config, Context};
+use modelcommons_testbed::{TestNamespace, cluster, install_crds, workspace_root};
+use serde_json::json;
+use sha2::Digest;
+use tokio::io::AsyncBufReadExt;
+
+fn trainer_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let bin = target.join("debug/modelcommons-trainer");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build -p modelcommons-trainer",
+        bin.display()
+    );
+    bin
+}
+
+fn md(ns: &str, name: &str, model_ref: serde_json::Value) -> ModelDeployment {
+    serde_json::from_value(json!({
+        "apiVersion": "modelcommons.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"modelRef": model_ref, "replicas": 1,
+            "resources": {"gpus": 0, "cpu": "1", "memory": "1Gi"},
+            "access": {"apiKeySecrets": ["clause-review-api-keys"], "allowedConsumers": ["legal-ops-agent"]},
+            "rateLimits": {"requestsPerMinute": 60, "tokensPerMinute": 40000}}
+    }))
+    .unwrap()
+}
+
+async fn wait_phase(
+    api: &Api<ModelDeployment>,
+    name: &str,
+    want: ModelDeploymentPhase,
+) -> ModelDeployment {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = api.get(name).await.unwrap();
+        if m.status.as_ref().and_then(|s| s.phase) == Some(want) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: no {want:?}: {:?}",
+            m.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_model_deployment_serves_through_the_real_server() {
+    let cluster = cluster().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    install_crds(&client, &modelcommons_crds::all_crds())
+        .await
+        .unwrap();
+    let ns = TestNamespace::create(&client, "mdep").await.unwrap();
+    let n = ns.name();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let out = std::process::Command::new(trainer_binary())
+        .args(["init", "--out", model.to_str().unwrap(), "--seed", "7"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let digest: String =
+        sha2::Sha256::digest(std::fs::read(model.join("model.safetensors")).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "clause-review-api-keys", "namespace": n},
+        "stringData": {"legal-ops-agent": "mc-dev-legal-ops-7f3a9c", "procurement-bot": "mc-dev-procurement-2b8e41"}})).unwrap();
+    Api::<Secret>::namespaced(client.clone(), n)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+
+    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), n);
+    mds.create(
+        &PostParams::default(),
+        &md(n, "waiting", json!({"fineTuneJob": "not-trained-yet"})),
+    )
+    .await
+    .unwrap();
+    mds.create(
+        &PostParams::default(),
+        &md(
+            n,
+            "clause-review",
+            json!({"artifact": {"uri": format!("file://{}", model.display()), "sha256": digest}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let config = Config {
+        namespace: Some(n.to_string()),
+        recheck: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let controller = tokio::spawn(deployment::run(Context::new(client.clone(), config)));
+
+    let w = wait_phase(&mds, "waiting", ModelDeploymentPhase::Pending).await;
+    assert_eq!(w.status.unwrap().conditions[0].reason, "ModelNotFound");
+    let m = wait_phase(&mds, "clause-review", ModelDeploymentPhase::Ready).await;
+    let st = m.status.unwrap();
+    assert_eq!(
+        st.url.as_deref(),
+        Some(format!("http://clause-review.{n}.svc/v1").as_str())
+    );
+    assert_eq!(st.ready_replicas.as_deref(), Some("1/1"));
+    assert_eq!(st.latest_revision.as_deref(), Some(digest.as_str()));
+    assert!(
+        Api::<Service>::namespaced(client.clone(), n)
+            .get_opt("clause-review")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let dep = Api::<Deployment>::namespaced(client.clone(), n)
+        .get("clause-review")
+        .await
+        .unwrap();
+    let c = dep.spec.unwrap().template.spec.unwrap().containers[0].clone();
+    let args = c.args.unwrap();
+    assert!(
+        args.join(" ").contains(
+            "--allowed-consumers legal-ops-agent --requests-per-minute 60 --tokens-per-minute 40000"
+        ),
+        "{args:?}"
+    );
+
+    // Play the kubelet: the Secret's keys as the mounted files, the pod's args, a local port.
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("legal-ops-agent"), "mc-dev-legal-ops-7f3a9c").unwrap();
+    std::fs::write(keys.join("procurement-bot"), "mc-dev-procurement-2b8e41").unwrap();
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| {
+            if a == KEYS_DIR {
+                keys.display().to_string()
+            } else if a.starts_with("0.0.0.0:") {
+                "127.0.0.1:0".into()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut server = tokio::process::Command::new(trainer_binary())
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let l = lines.next_line().await.unwrap().expect("the server exited");
+        if let Some(a) = l.strip_prefix("listening on ") {
+            break a.trim().to_string();
+        }
+    };
+    let http = reqwest::Client::new();
+    let ask = |key: &'static str| {
+        http.post(format!("http://{addr}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(
+                &json!({"model": "clause-review", "max_tokens": 8, "temperature": 0,
+                "messages": [{"role": "user", "content": "Is an unlimited indemnity risky?"}]}),
+            )
+            .send()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reply = loop {
+        let r = ask("mc-dev-legal-ops-7f3a9c").await.unwrap();
+        if r.status() != 503 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the server never became ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(reply.status(), 200);
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "clause-review");
+    assert!(body["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+    assert_eq!(ask("wrong-key").await.unwrap().status(), 401);
+    assert_eq!(
+        ask("mc-dev-procurement-2b8e41").await.unwrap().status(),
+        403,
+        "not an allowed consumer"
+    );
+    server.kill().await.unwrap();
+    controller.abort();
+    ns.delete().await.unwrap();
+}
