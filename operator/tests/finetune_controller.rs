@@ -213,10 +213,22 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         &proposals,
         "clause-review",
         "ModelProposal",
-        json!({"phase": "Approved"}),
+        json!({"phase": "Approved", "budget": {"gpuHoursUsed": "48", "gpuHoursLeft": "0"}}),
     )
     .await;
-    // Gate 2: the Datanet has no Ready version (released by the proposal watch, not a timer).
+    // Gate 2: approved, but the mandate's GPU-hours are spent.
+    wait_for(&ftjs, "easy", "BudgetExhausted", |f| {
+        reason(f, "Gated").as_deref() == Some("BudgetExhausted")
+    })
+    .await;
+    set_status(
+        &proposals,
+        "clause-review",
+        "ModelProposal",
+        json!({"phase": "Approved", "budget": {"gpuHoursUsed": "0", "gpuHoursLeft": "48"}}),
+    )
+    .await;
+    // Gate 3: the Datanet has no Ready version (released by the proposal watch, not a timer).
     wait_for(&ftjs, "easy", "DatanetNotReady", |f| {
         reason(f, "Gated").as_deref() == Some("DatanetNotReady")
     })
