@@ -163,6 +163,17 @@ async fn a_model_deployment_serves_through_the_real_server() {
             }
         })
         .collect();
+    // The server refuses weights other than the recorded digest.
+    let mut wrong: Vec<String> = args.clone();
+    let at = wrong.iter().position(|a| a == "--expect-sha256").unwrap() + 1;
+    wrong[at] = "0".repeat(64);
+    let refused = tokio::process::Command::new(trainer_binary())
+        .args(&wrong)
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refusing to serve"));
     let mut server = tokio::process::Command::new(trainer_binary())
         .args(&args)
         .stdout(std::process::Stdio::piped())

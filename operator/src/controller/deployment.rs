@@ -102,7 +102,7 @@ pub fn resolve(
 }
 
 /// The server's command line.
-pub fn serve_args(md: &ModelDeployment, model_dir: &str) -> Vec<String> {
+pub fn serve_args(md: &ModelDeployment, model_dir: &str, digest: &str) -> Vec<String> {
     let s = &md.spec;
     let mut a = vec![
         "serve".to_string(),
@@ -112,6 +112,8 @@ pub fn serve_args(md: &ModelDeployment, model_dir: &str) -> Vec<String> {
         format!("0.0.0.0:{PORT}"),
         "--served-model-name".into(),
         md.name_any(),
+        "--expect-sha256".into(),
+        digest.into(),
     ];
     if !s.access.public {
         a.extend(["--api-keys".into(), KEYS_DIR.into()]);
@@ -208,7 +210,7 @@ pub fn server_deployment(md: &ModelDeployment, image: &str, model: &Resolved) ->
                         "name": "server",
                         "image": image,
                         "command": ["modelcommons-trainer"],
-                        "args": serve_args(md, &model_dir),
+                        "args": serve_args(md, &model_dir, &model.digest),
                         "ports": [{"name": "http", "containerPort": PORT}],
                         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
                         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},

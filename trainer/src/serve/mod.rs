@@ -90,6 +90,11 @@ pub struct Args {
     /// The model name clients send and see (default: the model directory's name).
     #[arg(long, value_name = "NAME")]
     pub served_model_name: Option<String>,
+    /// Refuse to start unless the weights have this sha256 (`model.safetensors`, the shards in
+    /// name order, or `adapter_model.safetensors` for a LoRA directory), as FineTuneJob results
+    /// and ModelDeployment artifacts record it.
+    #[arg(long, value_name = "HEX")]
+    pub expect_sha256: Option<String>,
     /// A directory of API keys: one file per consumer, the file name is the consumer, the
     /// content is the key (a mounted Secret). Without it the server is open to anyone.
     #[arg(long, value_name = "DIR")]
@@ -322,6 +327,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 
+    if let Some(want) = &args.expect_sha256 {
+        let adapter = args.model.join("adapter_model.safetensors");
+        let got = if adapter.exists() {
+            crate::train::file_digest(&adapter)?
+        } else {
+            crate::train::weights_digest(&args.model)?
+        };
+        if !got.eq_ignore_ascii_case(want) {
+            anyhow::bail!(
+                "the weights in {} have sha256 {got}, not the expected {want}: refusing to serve a model other than the one recorded",
+                args.model.display()
+            );
+        }
+    }
     let model_name: Arc<str> = match &args.served_model_name {
         Some(n) => n.as_str().into(),
         None => args
