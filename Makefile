@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 DEPS = eval "$$(hack/deps.sh)"
 
-.PHONY: help deps test lint crds contracts cluster-up cluster-down bench bench-gas bench-trainer selftest clean
+.PHONY: help deps test lint crds contracts cluster-up cluster-down bench bench-gas bench-trainer bench-operator selftest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -41,6 +41,9 @@ bench: ## measure the test bed: control-plane and anvil start times, warm `make 
 
 bench-trainer: ## trainer speed and peak memory vs PyTorch eager / transformers generate (THREADS=2)
 	hack/bench-trainer.sh
+
+bench-operator: ## FineTuneJob controller latency, 1,000 jobs to Running, RSS, idle writes (FTJ_COUNT=1000)
+	$(DEPS) && cargo bench -q -p modelcommons-operator --bench controller --profile dev
 
 bench-gas: ## print the gas of every ledger operation on anvil (Merkle claims at 10, 1k, 10k recipients)
 	$(DEPS) && cargo bench -q -p modelcommons-operator --bench gas

@@ -1,0 +1,310 @@
+//! The FineTuneJob controller's speed and footprint on a real control plane with kwok nodes
+//! (chain writes excluded: no ledger is configured). Prints:
+//! - spec change → status: p50/p99 of the time from a gate opening on one FineTuneJob (its
+//!   proposal approved) to its status leaving `Pending` (target p99 ≤ 100 ms);
+//! - N FineTuneJobs created (gates open) → all with a Job and a phase past `Pending`
+//!   (target ≤ 60 s for 1,000);
+//! - the RSS of this process with them: the operator's controller and caches plus the bench's
+//!   own client (target for the operator ≤ 100 MiB);
+//! - FineTuneJobs written (resourceVersion changed) during an idle window once every job has
+//!   settled (target 0).
+//!
+//! `make bench-operator` (N=1000 by default; `FTJ_COUNT` overrides).
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use modelcommons_crds::datanet::Datanet;
+use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
+use modelcommons_crds::proposal::ModelProposal;
+use modelcommons_operator::controller::{Config, Context, finetune};
+use modelcommons_testbed::{ControlPlane, ControlPlaneOptions, install_crds, workspace_root};
+use serde_json::json;
+
+fn example(file: &str, ns: &str) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(workspace_root().join("examples/contract-review").join(file))
+            .unwrap();
+    let mut v: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    v["metadata"]["namespace"] = json!(ns);
+    v
+}
+
+fn ftj(ns: &str, name: &str, proposal: &str) -> FineTuneJob {
+    let mut v = example("04-finetune.yaml", ns);
+    v["metadata"]["name"] = json!(name);
+    v["spec"]["proposalRef"]["name"] = json!(proposal);
+    v["spec"]["baseModel"]["uri"] = json!("file:///models/base");
+    v["spec"]["outputUri"] = json!(format!("file:///models/{name}"));
+    v["spec"]["resources"] =
+        json!({"workers": 1, "gpusPerWorker": 0, "cpu": "10m", "memory": "10Mi"});
+    v["spec"]["runPolicy"] = json!({"backoffLimit": 1});
+    serde_json::from_value(v).unwrap()
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn status(
+    api: &Api<impl kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug>,
+    name: &str,
+    kind: &str,
+    status: serde_json::Value,
+) {
+    let body = json!({"apiVersion": "modelcommons.dev/v1alpha1", "kind": kind, "status": status});
+    api.patch_status(
+        name,
+        &PatchParams::apply("bench-stand-in").force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .unwrap();
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("FTJ_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let plane = ControlPlane::start(ControlPlaneOptions::default())
+        .await
+        .unwrap();
+    let client = plane.client().await.unwrap();
+    install_crds(&client, &modelcommons_crds::all_crds())
+        .await
+        .unwrap();
+    let ns = "bench";
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let proposals: Api<ModelProposal> = Api::namespaced(client.clone(), ns);
+    let datanets: Api<Datanet> = Api::namespaced(client.clone(), ns);
+    let ftjs: Api<FineTuneJob> = Api::namespaced(client.clone(), ns);
+    datanets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(example("03-datanet.yaml", ns)).unwrap(),
+        )
+        .await
+        .unwrap();
+    status(
+        &datanets,
+        "clause-review-data",
+        "Datanet",
+        json!({"phase": "Ready", "version": 1, "datasetUri": "file:///data/v1"}),
+    )
+    .await;
+    let rss_before = rss_mib();
+    // Jobs kwok completes wait in Evaluating for a result that never comes (no trainer runs):
+    // a long grace keeps them there, settled, for the idle window.
+    let ctx = Context::new(
+        client.clone(),
+        Config {
+            namespace: Some(ns.into()),
+            result_grace: Duration::from_secs(3600),
+            ..Config::default()
+        },
+    );
+    tokio::spawn(finetune::run(ctx));
+
+    // 1. Gate opens → status leaves Pending, one job at a time.
+    let samples = 40;
+    let mut latencies = Vec::new();
+    for i in 0..samples {
+        let p = format!("latency-{i}");
+        let mut v = example("01-proposal.yaml", ns);
+        v["metadata"]["name"] = json!(p);
+        proposals
+            .create(&PostParams::default(), &serde_json::from_value(v).unwrap())
+            .await
+            .unwrap();
+        ftjs.create(&PostParams::default(), &ftj(ns, &p, &p))
+            .await
+            .unwrap();
+        // Wait until it is gated (Pending), then open the gate and time the reaction.
+        loop {
+            let f = ftjs.get(&p).await.unwrap();
+            if f.status.as_ref().and_then(|s| s.phase) == Some(FineTuneJobPhase::Pending) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let watch = kube::runtime::watcher(
+            ftjs.clone(),
+            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={p}")),
+        );
+        let mut watch = Box::pin(kube::runtime::WatchStreamExt::applied_objects(watch));
+        let t = Instant::now();
+        status(
+            &proposals,
+            &p,
+            "ModelProposal",
+            json!({"phase": "Approved"}),
+        )
+        .await;
+        while let Some(Ok(f)) = watch.next().await {
+            if f.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(|ph| ph != FineTuneJobPhase::Pending)
+            {
+                break;
+            }
+        }
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+
+    // 2. N jobs with open gates → all with a Job and past Pending.
+    let mut v = example("01-proposal.yaml", ns);
+    v["metadata"]["name"] = json!("bulk");
+    proposals
+        .create(&PostParams::default(), &serde_json::from_value(v).unwrap())
+        .await
+        .unwrap();
+    status(
+        &proposals,
+        "bulk",
+        "ModelProposal",
+        json!({"phase": "Approved"}),
+    )
+    .await;
+    let t = Instant::now();
+    let create = futures::stream::iter(0..n)
+        .map(|i| {
+            let ftjs = ftjs.clone();
+            async move {
+                ftjs.create(
+                    &PostParams::default(),
+                    &ftj(ns, &format!("bulk-{i}"), "bulk"),
+                )
+                .await
+                .unwrap()
+            }
+        })
+        .buffer_unordered(16)
+        .count();
+    create.await;
+    let created = t.elapsed();
+    loop {
+        let list = ftjs.list(&ListParams::default().labels("")).await.unwrap();
+        let done = list
+            .items
+            .iter()
+            .filter(|f| {
+                f.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("bulk-"))
+            })
+            .filter(|f| {
+                f.status.as_ref().is_some_and(|s| {
+                    s.job_name.is_some()
+                        && s.phase != Some(FineTuneJobPhase::Pending)
+                        && s.phase.is_some()
+                })
+            })
+            .count();
+        if done == n {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            println!("only {done}/{n} past Pending after 600 s");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let settled = t.elapsed();
+    let rss = rss_mib();
+
+    // 3. Idle: once every job is Evaluating (kwok has run and completed every pod), count
+    //    the FineTuneJobs whose resourceVersion changes in a window.
+    let t_idle = Instant::now();
+    loop {
+        let list = ftjs.list(&ListParams::default()).await.unwrap();
+        let waiting = list
+            .items
+            .iter()
+            .filter(|f| {
+                f.status.as_ref().and_then(|s| s.phase) != Some(FineTuneJobPhase::Evaluating)
+            })
+            .count();
+        if waiting == 0 || t_idle.elapsed() > Duration::from_secs(300) {
+            println!(
+                "settled (all Evaluating) {:.0} s after the last job was past Pending; {waiting} not Evaluating",
+                t_idle.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let before: std::collections::BTreeMap<String, String> = ftjs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|f| {
+            (
+                f.metadata.name.unwrap_or_default(),
+                f.metadata.resource_version.unwrap_or_default(),
+            )
+        })
+        .collect();
+    let idle = Duration::from_secs(
+        std::env::var("IDLE_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60),
+    );
+    tokio::time::sleep(idle).await;
+    let after = ftjs.list(&ListParams::default()).await.unwrap().items;
+    let writes = after
+        .iter()
+        .filter(|f| {
+            before.get(f.metadata.name.as_deref().unwrap_or_default())
+                != f.metadata.resource_version.as_ref()
+        })
+        .count();
+
+    println!(
+        "FineTuneJob controller, real control plane (kube-apiserver 1.37.2 + kwok), no chain writes, dev build"
+    );
+    println!(
+        "gate opens -> status past Pending ({samples} samples): p50 {:.1} ms, p99 {:.1} ms (target p99 <= 100 ms)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    println!(
+        "{n} FineTuneJobs: created in {:.1} s; all with a Job and past Pending after {:.1} s (target <= 60 s)",
+        created.as_secs_f64(),
+        settled.as_secs_f64()
+    );
+    println!(
+        "RSS of the operator process: {rss_before:.0} MiB before, {rss:.0} MiB with {} FineTuneJobs and their Jobs cached (target <= 100 MiB)",
+        n + samples
+    );
+    println!(
+        "FineTuneJobs written during {} s idle with every job settled: {writes} (target 0)",
+        idle.as_secs()
+    );
+}
