@@ -181,8 +181,8 @@ pub struct DatanetCounts {
     pub accepted: u32,
     /// Contributions rejected, all reasons together.
     pub rejected: u32,
-    /// Rejections by reason (`HashMismatch`, `BadSignature`, `Duplicate`, `LowQuality`,
-    /// `BadFormat`, `TooLarge`, `OverContributorLimit`, `FetchFailed`).
+    /// Rejections by reason (`Unreachable`, `TooLarge`, `HashMismatch`, `BadSignature`,
+    /// `BadFormat`, `Duplicate`, `NearDuplicate`, `LowQuality`, `OverLimit`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub rejected_by_reason: std::collections::BTreeMap<String, u32>,
 }
