@@ -20,11 +20,11 @@ cargo clippy -q --workspace --all-targets -- -D warnings
 
 step "build"
 cargo test --workspace --no-run -q 2>&1 | grep -v '^  Executable' || true
-cargo build -q -p modelcommons-testbed --bin testbed
+cargo build -q -p modelcommons-testbed --bin testbed -p modelcommons-trainer --bin modelcommons-trainer
 
 step "shared control plane"
 state=$(mktemp -d "${TMPDIR:-/tmp}/modelcommons-testbed-shared.XXXXXX")
-target/debug/testbed up --dir "$state/cp" >"$state/up.log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/testbed" up --dir "$state/cp" >"$state/up.log" 2>&1 &
 cp_pid=$!
 cleanup() {
   kill -TERM "$cp_pid" 2>/dev/null && wait "$cp_pid" 2>/dev/null

@@ -14,22 +14,13 @@ use kube::api::{Api, PostParams};
 use modelcommons_crds::deployment::{ModelDeployment, ModelDeploymentPhase};
 use modelcommons_operator::controller::deployment::{self, KEYS_DIR};
 use modelcommons_operator::controller::{Config, Context};
-use modelcommons_testbed::{TestNamespace, cluster, install_crds, workspace_root};
+use modelcommons_testbed::{TestNamespace, cluster, install_crds, workspace_binary};
 use serde_json::json;
 use sha2::Digest;
 use tokio::io::AsyncBufReadExt;
 
 fn trainer_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let bin = target.join("debug/modelcommons-trainer");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build -p modelcommons-trainer",
-        bin.display()
-    );
-    bin
+    workspace_binary("modelcommons-trainer")
 }
 
 fn md(ns: &str, name: &str, model_ref: serde_json::Value) -> ModelDeployment {

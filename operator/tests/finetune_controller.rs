@@ -16,7 +16,9 @@ use modelcommons_crds::datanet::Datanet;
 use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
 use modelcommons_crds::proposal::ModelProposal;
 use modelcommons_operator::controller::{Config, Context, finetune};
-use modelcommons_testbed::{TestNamespace, cluster, install_crds, workspace_root};
+use modelcommons_testbed::{
+    TestNamespace, cluster, install_crds, workspace_binary, workspace_root,
+};
 use serde_json::json;
 
 const STAND_IN: &str = "modelcommons.dev-test-stand-in";
@@ -31,16 +33,7 @@ fn example<T: serde::de::DeserializeOwned>(file: &str, ns: &str) -> T {
 }
 
 fn trainer_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let bin = target.join("debug/modelcommons-trainer");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build -p modelcommons-trainer",
-        bin.display()
-    );
-    bin
+    workspace_binary("modelcommons-trainer")
 }
 
 async fn wait_for(

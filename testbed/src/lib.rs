@@ -25,7 +25,7 @@ pub use anvil::{Anvil, CHAIN_ID, DEV_KEYS};
 pub use controlplane::{ControlPlane, ControlPlaneOptions, FakeNode, KUBECONFIG_ENV};
 pub use crds::{CRD_MANAGER, install_crds};
 pub use namespace::TestNamespace;
-pub use paths::{anvil_binary, controlplane_bin_dir, workspace_root};
+pub use paths::{anvil_binary, controlplane_bin_dir, workspace_binary, workspace_root};
 
 /// Errors of the test bed. Messages name what was expected, what happened and where the
 /// component's log is, so a failed start can be diagnosed from the test output alone.

@@ -66,3 +66,19 @@ pub fn anvil_binary() -> Result<PathBuf> {
         )))
     }
 }
+
+/// A binary of this workspace's debug build (`$CARGO_TARGET_DIR` or `target/`), for tests that
+/// run another crate's binary (e.g. the operator's tests playing the kubelet with the trainer).
+/// Panics with the command that builds it when it is missing.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let bin = target.join("debug").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` (make test does)",
+        bin.display()
+    );
+    bin
+}

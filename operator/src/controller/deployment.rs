@@ -396,10 +396,6 @@ pub async fn run(ctx: Context) {
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, Arc::new(ctx))
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "reconcile");
-            }
-        })
+        .for_each(super::log_result)
         .await;
 }

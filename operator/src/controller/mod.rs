@@ -102,3 +102,11 @@ pub enum Error {
 pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
 }
+
+/// Logs a failed reconcile from a controller's result stream (it is already counted in the
+/// metrics and retried by the error policy).
+pub(crate) async fn log_result<T, E: std::fmt::Display>(res: Result<T, E>) {
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "reconcile");
+    }
+}
