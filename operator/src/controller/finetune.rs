@@ -12,7 +12,7 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -146,17 +146,20 @@ pub fn check_gates(
             });
         }
     }
-    let targets = if spec.targets.is_empty() {
-        p.spec.mandate.evaluation.metrics.clone()
-    } else {
-        spec.targets.clone()
-    };
     Ok(Admitted {
         dataset_version: version,
         dataset_root: st.dataset_root,
         dataset_uri,
-        targets,
+        targets: targets(spec, Some(p)),
     })
+}
+
+/// The targets a job is judged by: its own, else its proposal's rubric.
+pub fn targets(spec: &FineTuneJobSpec, proposal: Option<&ModelProposal>) -> Vec<MetricTarget> {
+    match proposal {
+        Some(p) if spec.targets.is_empty() => p.spec.mandate.evaluation.metrics.clone(),
+        _ => spec.targets.clone(),
+    }
 }
 
 /// The path a storage URI has inside the trainer container.
@@ -480,7 +483,7 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Act
     ) {
         (_, Ok(a)) => a,
         // A gate that closes after the trainer started does not stop it.
-        (true, Err(_)) => check_gates_lenient(&ftj),
+        (true, Err(_)) => started(&ftj, proposal.as_ref()),
         (false, Err(gate)) => {
             let d = Desired {
                 phase: FineTuneJobPhase::Pending,
@@ -719,14 +722,15 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Act
     Ok(requeue)
 }
 
-/// Gates that held when the Job was created are not re-checked; the dataset comes from status.
-fn check_gates_lenient(ftj: &FineTuneJob) -> Admitted {
+/// A started job whose gate has since closed: the dataset comes from its status, and it is
+/// still judged by the rubric when it names no targets (not by an empty list).
+fn started(ftj: &FineTuneJob, proposal: Option<&ModelProposal>) -> Admitted {
     let st = ftj.status.clone().unwrap_or_default();
     Admitted {
         dataset_version: st.dataset_version.unwrap_or_default(),
         dataset_root: st.dataset_root,
         dataset_uri: String::new(),
-        targets: ftj.spec.targets.clone(),
+        targets: targets(&ftj.spec, proposal),
     }
 }
 
@@ -888,21 +892,6 @@ pub async fn run(ctx: Context) {
         .run(reconcile, error_policy, Arc::new(ctx))
         .for_each(super::log_result)
         .await;
-}
-
-/// Lists FineTuneJobs of a proposal (for budget accounting).
-pub async fn of_proposal(
-    client: &kube::Client,
-    ns: &str,
-    proposal: &str,
-) -> Result<Vec<FineTuneJob>, Error> {
-    Ok(Api::<FineTuneJob>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|f| f.spec.proposal_ref.name == proposal)
-        .collect())
 }
 
 #[cfg(test)]
