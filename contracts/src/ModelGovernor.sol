@@ -86,6 +86,18 @@ contract ModelGovernor is
         emit ProposalParamsSet(proposalId, quorumBps, thresholdBps);
     }
 
+    /// @notice Cancels a proposal the registry made (a withdrawn ModelProposal), in any state
+    ///         but Canceled, Expired or Executed. Only the registry.
+    function cancelFromRegistry(
+        address[] memory targets,
+        uint256[] memory values,
+        bytes[] memory calldatas,
+        bytes32 descriptionHash
+    ) external returns (uint256) {
+        if (msg.sender != registry) revert OnlyRegistry(msg.sender);
+        return _cancel(targets, values, calldatas, descriptionHash);
+    }
+
     function _quorumReached(uint256 proposalId)
         internal
         view

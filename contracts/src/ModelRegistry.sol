@@ -17,7 +17,10 @@ import {ModelGovernor} from "./ModelGovernor.sol";
 ///         timelock, ratifies the mandate and refunds the stake; a defeated or expired vote
 ///         lets anyone settle it: `slashBps` of the stake goes to the treasury, the rest back
 ///         to the proposer. Training results (dataset root -> model digest -> metrics hash ->
-///         passed) are recorded once per FineTuneJob run.
+///         passed) are recorded once per FineTuneJob run. A proposal withdrawn before its
+///         decision (the Kubernetes object was deleted) cancels its vote: before voting opens
+///         the whole stake is refunded; once holders are voting, `slashBps` is slashed as for a
+///         defeat, so that withdrawing a losing proposal costs what losing it would.
 contract ModelRegistry is AccessControl, Pausable, ReentrancyGuard {
     using SafeERC20 for IERC20;
 
@@ -30,7 +33,8 @@ contract ModelRegistry is AccessControl, Pausable, ReentrancyGuard {
         None,
         Voting,
         Ratified,
-        Rejected
+        Rejected,
+        Withdrawn
     }
 
     struct Model {
@@ -64,6 +68,7 @@ contract ModelRegistry is AccessControl, Pausable, ReentrancyGuard {
     );
     event ModelRatified(bytes32 indexed modelId, address indexed proposer, uint256 refunded);
     event ModelRejected(bytes32 indexed modelId, address indexed proposer, uint256 slashed, uint256 refunded);
+    event ModelWithdrawn(bytes32 indexed modelId, address indexed proposer, uint256 slashed, uint256 refunded);
     event TrainingRecorded(
         bytes32 indexed jobId,
         bytes32 indexed modelId,
@@ -80,6 +85,7 @@ contract ModelRegistry is AccessControl, Pausable, ReentrancyGuard {
     error ZeroStake();
     error WrongStatus(bytes32 modelId, Status status);
     error VoteNotLost(bytes32 modelId, IGovernor.ProposalState state);
+    error VoteNotOpen(bytes32 modelId, IGovernor.ProposalState state);
     error TrainingExists(bytes32 jobId);
     error InvalidBasisPoints(uint256 bps);
     error ZeroAddress();
@@ -156,6 +162,25 @@ contract ModelRegistry is AccessControl, Pausable, ReentrancyGuard {
         if (slashed > 0) open.safeTransfer(treasury, slashed);
         if (refunded > 0) open.safeTransfer(m.proposer, refunded);
         emit ModelRejected(modelId, m.proposer, slashed, refunded);
+    }
+
+    /// @notice Withdraws a proposal whose vote has not been decided: cancels the Governor
+    ///         proposal and refunds the stake — all of it while the vote is still Pending, less
+    ///         `slashBps` once voting is Active. Only the operator (on the object's deletion).
+    function withdraw(bytes32 modelId) external onlyRole(OPERATOR_ROLE) whenNotPaused nonReentrant {
+        Model storage m = _voting(modelId);
+        IGovernor.ProposalState s = governor.state(m.proposalId);
+        if (s != IGovernor.ProposalState.Pending && s != IGovernor.ProposalState.Active) {
+            revert VoteNotOpen(modelId, s);
+        }
+        (address[] memory targets, uint256[] memory values, bytes[] memory calldatas) = ratificationCall(modelId);
+        governor.cancelFromRegistry(targets, values, calldatas, keccak256(bytes(proposalDescription(modelId))));
+        m.status = Status.Withdrawn;
+        uint256 slashed = s == IGovernor.ProposalState.Active ? m.stake * slashBps / 10_000 : 0;
+        uint256 refunded = m.stake - slashed;
+        if (slashed > 0) open.safeTransfer(treasury, slashed);
+        if (refunded > 0) open.safeTransfer(m.proposer, refunded);
+        emit ModelWithdrawn(modelId, m.proposer, slashed, refunded);
     }
 
     /// @notice Records one training result for a ratified model, once per job id.

@@ -187,6 +187,31 @@ pub struct DatanetCounts {
     pub rejected_by_reason: std::collections::BTreeMap<String, u32>,
 }
 
+/// The result a curation Job reports.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CurationResult {
+    /// The version it curated.
+    pub version: u32,
+    /// The sha256 of the manifest it read.
+    pub manifest_sha256: String,
+    /// Counts by outcome.
+    pub counts: DatanetCounts,
+    /// The Merkle root over the accepted records (absent when nothing was accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_root: Option<String>,
+    /// The Merkle root over the reward map (absent when nobody is paid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_root: Option<String>,
+    /// The content-addressed curated dataset (JSONL).
+    pub dataset_uri: String,
+    /// The content-addressed curation report: every item's outcome, every contributor's
+    /// reward with its reason and index (what a claim's proof is built from).
+    pub reward_map_uri: String,
+    /// The OPEN base units the reward map pays in total.
+    pub reward_total: String,
+}
+
 /// The observed state of a Datanet.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -215,9 +240,20 @@ pub struct DatanetStatus {
     /// The content-addressed reward map (contributor → amount → reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward_map_uri: Option<String>,
+    /// The sha256 of the manifest this version was curated from; a manifest with another
+    /// digest makes a new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// The OPEN base units the version's reward map pays in total (the pool, to the unit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_total: Option<String>,
     /// The on-chain publication of this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainRecord>,
+    /// What the last curation Job found, written by the Job itself (field manager
+    /// `modelcommons.dev/curator`); the operator publishes it and then it becomes the version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curation: Option<CurationResult>,
     /// Standard conditions (`Ready`, `LedgerSynced`, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -422,6 +422,9 @@ pub struct FineTuneJobStatus {
     /// When the job finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// The training record on chain (dataset root → model digest → metrics hash → passed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<crate::common::ChainRecord>,
     /// Standard conditions (`Ready`, `Gated`, `Suspended`, `LedgerSynced`, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -197,6 +197,9 @@ pub struct Tally {
     pub abstain_votes: String,
     /// Whether for + abstain votes reached the quorum.
     pub quorum_reached: bool,
+    /// The for + abstain votes the quorum needs (known once voting opens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_votes: Option<String>,
 }
 
 /// The proposal's on-chain record.
@@ -221,6 +224,17 @@ pub struct ProposalChain {
     /// The last block of the vote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_block: Option<u64>,
+    /// The Governor's state of the proposal (Pending, Active, Succeeded, Queued, Executed,
+    /// Defeated, Canceled, Expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governor_state: Option<String>,
+    /// The part of the stake sent to the treasury (rejected, expired or withdrawn while
+    /// voting), in OPEN base units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stake_slashed: Option<String>,
+    /// The part of the stake returned to the proposer, in OPEN base units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stake_refunded: Option<String>,
 }
 
 /// The mandate's budget accounting.

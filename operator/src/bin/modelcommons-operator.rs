@@ -1,7 +1,9 @@
 //! `modelcommons-operator`: the controllers, with leader election, metrics and health.
 //!
 //! ```text
-//! modelcommons-operator run [--namespace NS] [--trainer-image IMG] [--no-leader-elect] …
+//! modelcommons-operator run [--namespace NS] [--ledger-rpc-url URL --ledger-key-file F
+//!                            --ledger-addresses-file F] [--no-leader-elect] …
+//! modelcommons-operator curate --namespace NS --datanet NAME --version N …   (the curation Job)
 //! modelcommons-operator crd          print the CRDs (YAML) for `kubectl apply -f -`
 //! ```
 
@@ -15,8 +17,13 @@ use axum::routing::get;
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
+use modelcommons_operator::controller::datanet::{CurateArgs, ManifestSource};
 use modelcommons_operator::controller::lease::{self, LeaseConfig};
-use modelcommons_operator::controller::{Config, Context, deployment, finetune};
+use modelcommons_operator::controller::{
+    Config, Context, GovernanceDefaults, LedgerHandle, datanet, deployment, finetune, proposal,
+};
+use modelcommons_operator::ledger::suite::SuiteAddresses;
+use modelcommons_operator::ledger::{KeySource, Ledger};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,8 +40,39 @@ struct Cli {
 enum Command {
     /// Run the controllers.
     Run(RunArgs),
+    /// Curate one Datanet version (what the curation Job runs).
+    Curate(CurateCli),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+}
+
+#[derive(Debug, clap::Args)]
+struct CurateCli {
+    /// The Datanet's namespace.
+    #[arg(long)]
+    namespace: String,
+    /// The Datanet's name.
+    #[arg(long)]
+    datanet: String,
+    /// The version being curated.
+    #[arg(long)]
+    version: u32,
+    /// The manifest as a `file://` or `http(s)://` URI.
+    #[arg(
+        long,
+        conflicts_with = "manifest_configmap",
+        required_unless_present = "manifest_configmap"
+    )]
+    manifest: Option<String>,
+    /// The manifest as `<configmap>/<key>` in the Datanet's namespace.
+    #[arg(long)]
+    manifest_configmap: Option<String>,
+    /// Where the curated dataset and the report go: `file:///dir` or `pvc://claim/dir`.
+    #[arg(long)]
+    artifact_store: String,
+    /// The directory `file://` contribution URIs resolve under.
+    #[arg(long, default_value = "/")]
+    data_root: std::path::PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +108,54 @@ struct RunArgs {
     /// Log as JSON lines.
     #[arg(long, env = "MODELCOMMONS_LOG_JSON")]
     log_json: bool,
+    /// The chain's JSON-RPC URL. Without it the ModelProposal and Datanet controllers are off
+    /// and FineTuneJob results are not recorded on chain.
+    #[arg(long, env = "MODELCOMMONS_LEDGER_RPC_URL")]
+    ledger_rpc_url: Option<String>,
+    /// A file holding the operator's hex private key (a mounted Secret).
+    #[arg(
+        long,
+        env = "MODELCOMMONS_LEDGER_KEY_FILE",
+        requires = "ledger_rpc_url"
+    )]
+    ledger_key_file: Option<std::path::PathBuf>,
+    /// The contract addresses, as `modelcommons ledger bootstrap` writes them (JSON).
+    #[arg(
+        long,
+        env = "MODELCOMMONS_LEDGER_ADDRESSES_FILE",
+        requires = "ledger_rpc_url"
+    )]
+    ledger_addresses_file: Option<std::path::PathBuf>,
+    /// Blocks a chain write must be buried under before it counts.
+    #[arg(long, env = "MODELCOMMONS_LEDGER_CONFIRMATIONS", default_value_t = 1)]
+    ledger_confirmations: u64,
+    /// Default quorum for proposals that set none, in basis points of the voting supply.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    default_quorum_bps: u16,
+    /// Default approval threshold, in basis points of for + against votes.
+    #[arg(long, default_value_t = 5001, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    default_approval_threshold_bps: u16,
+    /// The operator's own image, for curation Jobs.
+    #[arg(
+        long,
+        env = "MODELCOMMONS_OPERATOR_IMAGE",
+        default_value = "ghcr.io/modelcommons/operator:0.1.0"
+    )]
+    operator_image: String,
+    /// Where curated datasets and reward maps are written: `file:///dir` or `pvc://claim/dir`.
+    #[arg(
+        long,
+        env = "MODELCOMMONS_ARTIFACT_STORE",
+        default_value = "pvc://modelcommons-artifacts"
+    )]
+    artifact_store: String,
+    /// The service account curation Jobs run as (it needs get on Datanets and ConfigMaps and
+    /// patch on datanets/status).
+    #[arg(long, env = "MODELCOMMONS_CURATOR_SERVICE_ACCOUNT")]
+    curator_service_account: Option<String>,
+    /// Seconds between looks at objects waiting on the chain or on a gate.
+    #[arg(long, default_value_t = 30)]
+    recheck_seconds: u64,
 }
 
 #[tokio::main]
@@ -80,7 +166,93 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        Command::Curate(args) => curate(args).await,
     }
+}
+
+async fn curate(cli: CurateCli) -> anyhow::Result<()> {
+    let manifest = match (cli.manifest, cli.manifest_configmap) {
+        (Some(u), _) => ManifestSource::Uri(u),
+        (None, Some(cm)) => {
+            let (name, key) = cm
+                .split_once('/')
+                .context("--manifest-configmap must be <configmap>/<key>")?;
+            ManifestSource::ConfigMap {
+                name: name.into(),
+                key: key.into(),
+            }
+        }
+        (None, None) => anyhow::bail!("give --manifest or --manifest-configmap"),
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let args = CurateArgs {
+        namespace: cli.namespace,
+        name: cli.datanet,
+        version: cli.version,
+        manifest,
+        artifact_store: cli.artifact_store,
+        data_root: cli.data_root,
+    };
+    let report = datanet::curate_job(client, &args)
+        .await
+        .with_context(|| format!("curating Datanet {}/{}", args.namespace, args.name))?;
+    let c = &report.counts;
+    println!(
+        "version {}: {} contributions, {} accepted, {} rejected {:?}; dataset root {}, reward root {}",
+        args.version,
+        c.total,
+        c.accepted,
+        c.rejected,
+        c.by_reason,
+        report
+            .dataset_root
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "-".into()),
+        report
+            .reward_root
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "-".into()),
+    );
+    Ok(())
+}
+
+/// Connects to the chain when configured: the key from a file, the addresses from the file
+/// `ledger bootstrap` wrote, and a check that the chain id matches.
+async fn connect_ledger(args: &RunArgs) -> anyhow::Result<Option<LedgerHandle>> {
+    let Some(url) = &args.ledger_rpc_url else {
+        return Ok(None);
+    };
+    let key = args
+        .ledger_key_file
+        .clone()
+        .context("--ledger-key-file is required with --ledger-rpc-url")?;
+    let addresses = args
+        .ledger_addresses_file
+        .clone()
+        .context("--ledger-addresses-file is required with --ledger-rpc-url")?;
+    let suite: SuiteAddresses = serde_json::from_str(
+        &std::fs::read_to_string(&addresses)
+            .with_context(|| format!("reading {}", addresses.display()))?,
+    )
+    .with_context(|| format!("{}: not a contract addresses file", addresses.display()))?;
+    let ledger = Ledger::connect_with(url, &KeySource::File(key))?
+        .with_confirmations(args.ledger_confirmations);
+    use alloy::providers::Provider as _;
+    let chain_id = ledger
+        .provider()
+        .get_chain_id()
+        .await
+        .with_context(|| format!("reaching the chain at {url}"))?;
+    anyhow::ensure!(
+        chain_id == suite.chain_id,
+        "the chain at {url} has id {chain_id}, but {} is for chain {}",
+        addresses.display(),
+        suite.chain_id
+    );
+    println!("ledger: chain {chain_id} at {url} as {}", ledger.address());
+    Ok(Some(LedgerHandle { ledger, suite }))
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -97,14 +269,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
-    let ctx = Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         Config {
             trainer_image: args.trainer_image.clone(),
             namespace: args.namespace.clone(),
+            operator_image: args.operator_image.clone(),
+            artifact_store: args.artifact_store.clone(),
+            curator_service_account: args.curator_service_account.clone(),
+            recheck: Duration::from_secs(args.recheck_seconds.max(1)),
+            governance: GovernanceDefaults {
+                quorum_bps: args.default_quorum_bps,
+                threshold_bps: args.default_approval_threshold_bps,
+            },
             ..Config::default()
         },
     );
+    if let Some(h) = connect_ledger(&args).await? {
+        ctx = ctx.with_ledger(h);
+    }
     let metrics = ctx.metrics.clone();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -139,7 +322,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     if args.no_leader_elect {
         metrics.leader.set(1);
-        tokio::join!(finetune::run(ctx.clone()), deployment::run(ctx));
+        controllers(ctx).await;
         return Ok(());
     }
     let identity = args.identity.clone().unwrap_or_else(|| {
@@ -163,10 +346,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("leading as {}", cfg.identity);
     metrics.leader.set(1);
     tokio::select! {
-        _ = async { tokio::join!(finetune::run(ctx.clone()), deployment::run(ctx)) } => Ok(()),
+        () = controllers(ctx) => Ok(()),
         _ = lease::keep(&leases, &cfg) => {
             metrics.leader.set(0);
             anyhow::bail!("lost leadership; exiting so that a restart rejoins as a follower")
         }
     }
+}
+
+/// Every controller, until a shutdown signal ends their streams.
+async fn controllers(ctx: Context) {
+    tokio::join!(
+        proposal::run(ctx.clone()),
+        datanet::run(ctx.clone()),
+        finetune::run(ctx.clone()),
+        deployment::run(ctx)
+    );
 }

@@ -25,7 +25,7 @@ use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase, FineTuneJobSpec
 use modelcommons_crds::proposal::{ModelProposal, ModelProposalPhase};
 use serde_json::json;
 
-use super::{Context, Error, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, now};
+use super::{Context, Error, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, LEDGER_SYNCED, now};
 
 /// Condition: a gate holds the job back.
 pub const GATED: &str = "Gated";
@@ -254,7 +254,7 @@ fn child_name(ftj: &FineTuneJob) -> String {
 }
 
 /// Volumes for the file:// and pvc:// locations the job reads and writes.
-fn volumes(uris: &[&str]) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+pub(crate) fn volumes(uris: &[&str]) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
     let (mut vols, mut mounts) = (Vec::new(), Vec::new());
     let mut seen = std::collections::BTreeSet::new();
     for uri in uris {
@@ -458,15 +458,13 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Act
         .ok_or_else(|| Error::Invalid("FineTuneJob without a namespace".into()))?;
     let client = ctx.client.clone();
     let current_phase = ftj.status.as_ref().and_then(|s| s.phase);
-    if matches!(
-        current_phase,
-        Some(
-            FineTuneJobPhase::Succeeded
-                | FineTuneJobPhase::TargetsMissed
-                | FineTuneJobPhase::Failed
-        )
-    ) {
-        return Ok(Action::await_change());
+    let recorded = ftj.status.as_ref().is_some_and(|s| s.chain.is_some()) || ctx.ledger.is_none();
+    match current_phase {
+        Some(FineTuneJobPhase::Failed) => return Ok(Action::await_change()),
+        Some(FineTuneJobPhase::Succeeded | FineTuneJobPhase::TargetsMissed) if recorded => {
+            return Ok(Action::await_change());
+        }
+        _ => {}
     }
     let proposals: Api<ModelProposal> = Api::namespaced(client.clone(), &ns);
     let datanets: Api<Datanet> = Api::namespaced(client.clone(), &ns);
@@ -629,6 +627,35 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Act
             let met = targets_met(&admitted.targets, &metrics);
             extra["completionTime"] = json!(job_status.completion_time.clone().unwrap_or_else(now));
             extra["result"] = json!({"targetsMet": met});
+            let mut ledger_note = None;
+            if let Some(h) = &ctx.ledger {
+                match record_training(&ftj, proposal.as_ref(), &admitted, met, h, &ctx).await {
+                    Ok(tx) => extra["chain"] = json!({"txHash": tx}),
+                    Err(e) => ledger_note = Some(e.to_string()),
+                }
+            }
+            if let Some(why) = ledger_note {
+                let message = format!("{why}; the result is recorded on chain when it answers");
+                let d = Desired {
+                    phase: FineTuneJobPhase::Evaluating,
+                    conditions: desired_conditions(
+                        &ftj,
+                        &[
+                            clear_gate,
+                            (
+                                READY,
+                                false,
+                                "RecordingResult",
+                                "the result is judged; recording it on chain",
+                            ),
+                            (LEDGER_SYNCED, false, "LedgerUnavailable", &message),
+                        ],
+                    ),
+                    extra,
+                };
+                write_status(&ftj, &ctx, d, None).await?;
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
             let (phase, reason, message) = if met {
                 (
                     FineTuneJobPhase::Succeeded,
@@ -720,6 +747,63 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Act
     };
     write_status(&ftj, &ctx, d, None).await?;
     Ok(requeue)
+}
+
+/// Records the judged result on chain once (job id from the object's uid and generation):
+/// dataset root → model digest → metrics hash → passed. Returns the transaction (or, when an
+/// earlier attempt already recorded it, the record's id).
+async fn record_training(
+    ftj: &FineTuneJob,
+    proposal: Option<&ModelProposal>,
+    admitted: &Admitted,
+    passed: bool,
+    h: &super::LedgerHandle,
+    ctx: &Context,
+) -> Result<String, Error> {
+    use crate::ledger::ids::{model_id, training_id};
+    let proposal_uid = proposal.and_then(|p| p.uid()).ok_or_else(|| {
+        Error::Invalid(format!(
+            "ModelProposal {} is gone: the result cannot be recorded under its model",
+            ftj.spec.proposal_ref.name
+        ))
+    })?;
+    let result = ftj
+        .status
+        .as_ref()
+        .and_then(|s| s.result.clone())
+        .unwrap_or_default();
+    let metrics: BTreeMap<&str, &str> = result
+        .metrics
+        .iter()
+        .map(|m| (m.name.as_str(), m.value.as_str()))
+        .collect();
+    let hex32 = |s: Option<&str>| -> alloy::primitives::B256 {
+        s.map(|s| s.trim_start_matches("sha256:"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default()
+    };
+    let job_id = training_id(
+        &ftj.uid().unwrap_or_default(),
+        ftj.metadata.generation.unwrap_or(0),
+    );
+    let req = crate::ledger::mirror::RecordTraining {
+        job_id,
+        model_id: model_id(&proposal_uid),
+        dataset_root: hex32(admitted.dataset_root.as_deref()),
+        model_digest: hex32(result.model_digest.as_deref()),
+        metrics_hash: alloy::primitives::keccak256(serde_json::to_vec(&metrics)?),
+        passed,
+    };
+    let w = ctx
+        .ledger_write(
+            "ModelRegistry.recordTraining",
+            h.ledger.record_training(h.suite.registry, &req),
+        )
+        .await?;
+    Ok(match w {
+        crate::ledger::mirror::Write::Written { tx } => tx.to_string(),
+        crate::ledger::mirror::Write::AlreadyDone => format!("recorded as {job_id}"),
+    })
 }
 
 /// A started job whose gate has since closed: the dataset comes from its status, and it is

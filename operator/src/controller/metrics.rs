@@ -23,6 +23,15 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// Labels of a chain write.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LedgerLabels {
+    /// The contract method.
+    pub method: String,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
 /// Everything the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -32,6 +41,10 @@ pub struct Metrics {
     pub durations: Family<KindLabels, Histogram>,
     /// 1 while this replica leads.
     pub leader: Gauge,
+    /// Chain writes by method and result.
+    pub ledger_writes: Family<LedgerLabels, Counter>,
+    /// Chain writes sent and not yet confirmed.
+    pub ledger_pending: Gauge,
     registry: Registry,
 }
 
@@ -54,10 +67,24 @@ impl Default for Metrics {
             durations.clone(),
         );
         registry.register("leader", "1 while this replica leads", leader.clone());
+        let ledger_writes = Family::<LedgerLabels, Counter>::default();
+        let ledger_pending = Gauge::default();
+        registry.register(
+            "ledger_writes",
+            "Chain writes by method and result (a write found already done counts as ok)",
+            ledger_writes.clone(),
+        );
+        registry.register(
+            "ledger_pending_writes",
+            "Chain writes sent and not yet confirmed",
+            ledger_pending.clone(),
+        );
         Self {
             reconciles,
             durations,
             leader,
+            ledger_writes,
+            ledger_pending,
             registry,
         }
     }
@@ -75,6 +102,16 @@ impl Metrics {
         self.durations
             .get_or_create(&KindLabels { kind: kind.into() })
             .observe(seconds);
+    }
+
+    /// Records one chain write.
+    pub fn ledger_write(&self, method: &str, ok: bool) {
+        self.ledger_writes
+            .get_or_create(&LedgerLabels {
+                method: method.into(),
+                result: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
     }
 
     /// The text exposition.

@@ -7,13 +7,22 @@ use std::sync::Arc;
 
 use kube::runtime::events::{Recorder, Reporter};
 
+pub mod datanet;
 pub mod deployment;
 pub mod finetune;
 pub mod lease;
 pub mod metrics;
+pub mod proposal;
 
 /// The operator's field manager (the trainer writes under `modelcommons.dev/trainer`).
 pub const FIELD_MANAGER: &str = "modelcommons.dev/operator";
+
+/// The finalizer on ModelProposals: a proposal deleted before its decision is withdrawn on
+/// chain (its stake returned per the registry's rules) before the object goes.
+pub const FINALIZER: &str = "modelcommons.dev/withdraw";
+
+/// Condition: the object's on-chain record is in sync (False says why not).
+pub const LEDGER_SYNCED: &str = "LedgerSynced";
 
 /// Labels on every child object.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -31,6 +40,43 @@ pub struct Config {
     pub recheck: std::time::Duration,
     /// How long a finished trainer Job may go without a result before the FineTuneJob fails.
     pub result_grace: std::time::Duration,
+    /// The operator's own image (curation Jobs run `modelcommons-operator curate` in it).
+    pub operator_image: String,
+    /// Where curated datasets and reward maps are written, content-addressed: `file:///dir`
+    /// or `pvc://claim/dir` (mounted into curation and trainer pods).
+    pub artifact_store: String,
+    /// The service account curation Jobs run as (it may patch Datanet status).
+    pub curator_service_account: Option<String>,
+    /// Governance defaults for proposals that set none.
+    pub governance: GovernanceDefaults,
+}
+
+/// Quorum and approval threshold for proposals whose `spec.governance` leaves them unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GovernanceDefaults {
+    /// Quorum in basis points of the voting supply (400 = 4%).
+    pub quorum_bps: u16,
+    /// Approval threshold in basis points of for + against (5001 = simple majority).
+    pub threshold_bps: u16,
+}
+
+impl Default for GovernanceDefaults {
+    fn default() -> Self {
+        Self {
+            quorum_bps: 400,
+            threshold_bps: 5001,
+        }
+    }
+}
+
+/// The chain the controllers mirror to: a connection signing with the operator's key and the
+/// contract suite's addresses.
+#[derive(Debug, Clone)]
+pub struct LedgerHandle {
+    /// The connection.
+    pub ledger: crate::ledger::Ledger,
+    /// Where the contracts live.
+    pub suite: crate::ledger::suite::SuiteAddresses,
 }
 
 impl Default for Config {
@@ -40,6 +86,10 @@ impl Default for Config {
             namespace: None,
             recheck: std::time::Duration::from_secs(30),
             result_grace: std::time::Duration::from_secs(300),
+            operator_image: "ghcr.io/modelcommons/operator:0.1.0".into(),
+            artifact_store: "pvc://modelcommons-artifacts".into(),
+            curator_service_account: None,
+            governance: GovernanceDefaults::default(),
         }
     }
 }
@@ -55,6 +105,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// The chain (None: the ModelProposal and Datanet controllers do not run, FineTuneJobs
+    /// are not recorded on chain).
+    pub ledger: Option<Arc<LedgerHandle>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -80,7 +133,27 @@ impl Context {
             config: Arc::new(config),
             recorder,
             metrics: Arc::new(metrics::Metrics::default()),
+            ledger: None,
         }
+    }
+
+    /// The same context mirroring to `ledger`.
+    pub fn with_ledger(mut self, ledger: LedgerHandle) -> Self {
+        self.ledger = Some(Arc::new(ledger));
+        self
+    }
+
+    /// Runs one chain write, counting it (and its failures) in the metrics.
+    pub async fn ledger_write<T>(
+        &self,
+        method: &str,
+        write: impl std::future::Future<Output = crate::ledger::Result<T>>,
+    ) -> Result<T, Error> {
+        self.metrics.ledger_pending.inc();
+        let res = write.await;
+        self.metrics.ledger_pending.dec();
+        self.metrics.ledger_write(method, res.is_ok());
+        Ok(res?)
     }
 }
 
@@ -96,6 +169,9 @@ pub enum Error {
     /// The object lacks what the reconcile needs (e.g. a namespace).
     #[error("{0}")]
     Invalid(String),
+    /// A chain read or write failed (retried; the object's `LedgerSynced` condition says why).
+    #[error("ledger: {0}")]
+    Ledger(#[from] crate::ledger::Error),
 }
 
 /// The current time as a Kubernetes `Time`.

@@ -215,7 +215,7 @@ impl Ledger {
     /// The shape of every idempotent write: read (done with the same content → `AlreadyDone`,
     /// other content → `Conflict`), send, wait for the configured confirmations; when the
     /// contract refuses a duplicate or another writer of the key took the nonce, read again.
-    async fn write_once<C, CF, S, SF>(
+    pub(crate) async fn write_once<C, CF, S, SF>(
         &self,
         (contract, method, address): (&'static str, &'static str, Address),
         done: C,

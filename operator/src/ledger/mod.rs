@@ -14,6 +14,7 @@ pub mod governance;
 pub mod ids;
 pub mod merkle;
 pub mod mirror;
+pub mod proposal;
 pub mod suite;
 
 use bindings::OpenToken;

@@ -1,0 +1,851 @@
+//! The lifecycle on the real control plane and a real anvil chain, with the operator's
+//! controllers in this process and this test as token holders (votes with dev keys), as
+//! contributors (claims with their keys) and as the kubelet for our pods (it runs the real
+//! `curate`, trainer and `serve` binaries with the pods' args and env).
+//!
+//! - governance: a staked proposal waits for its stake, is registered, mirrors the tally,
+//!   and is approved (queued and executed through the timelock, stake refunded), rejected
+//!   (slashed), expired (no quorum, slashed) or — deleted while voting — withdrawn (finalizer);
+//! - end to end: proposal `Approved` → Datanet curated with exact counts by reason, published
+//!   on chain and claimed by a contributor with the proof from the reward map → FineTuneJob
+//!   `Succeeded` with its result recorded on chain → ModelDeployment `Ready`, and a chat
+//!   completion through the served model.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, U256};
+use alloy::signers::local::PrivateKeySigner;
+use common::{Chain, Mined, OPERATOR, PROPOSER, VOTERS, open};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use modelcommons_crds::datanet::{Datanet, DatanetPhase};
+use modelcommons_crds::deployment::{ModelDeployment, ModelDeploymentPhase};
+use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
+use modelcommons_crds::proposal::{ModelProposal, ModelProposalPhase};
+use modelcommons_operator::contribution::{self, Contribution, Manifest, sha256_hex};
+use modelcommons_operator::controller::deployment::KEYS_DIR;
+use modelcommons_operator::controller::{
+    Config, Context, LedgerHandle, datanet, deployment, finetune, proposal,
+};
+use modelcommons_operator::curate::CurationReport;
+use modelcommons_operator::ledger::bindings::{ModelRegistry, RewardDistributor};
+use modelcommons_operator::ledger::governance::Support;
+use modelcommons_operator::ledger::ids::{datanet_version_id, model_id, training_id};
+use modelcommons_testbed::{
+    DEV_KEYS, TestNamespace, cluster, install_crds, workspace_binary, workspace_root,
+};
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn example(file: &str, ns: &str) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(workspace_root().join("examples/contract-review").join(file))
+            .unwrap();
+    let mut v: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    v["metadata"]["namespace"] = json!(ns);
+    v
+}
+
+fn context(client: &kube::Client, ns: &str, chain: &Chain, store: &Path) -> Context {
+    let config = Config {
+        namespace: Some(ns.to_string()),
+        recheck: Duration::from_secs(1),
+        result_grace: Duration::from_secs(120),
+        artifact_store: format!("file://{}", store.display()),
+        ..Config::default()
+    };
+    Context::new(client.clone(), config).with_ledger(LedgerHandle {
+        ledger: chain.as_(OPERATOR),
+        suite: chain.suite,
+    })
+}
+
+async fn wait<K>(api: &Api<K>, name: &str, what: &str, ok: impl Fn(&K) -> bool) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(o) = api.get_opt(name).await.unwrap()
+            && ok(&o)
+        {
+            return o;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: timed out waiting for {what}: {:?}",
+            api.get_opt(name).await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn phase(p: &ModelProposal) -> Option<ModelProposalPhase> {
+    p.status.as_ref()?.phase
+}
+
+fn ready_reason(conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> String {
+    conds
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| format!("{}: {}", c.reason, c.message))
+        .unwrap_or_default()
+}
+
+fn proposal_spec(ns: &str, name: &str, stake: U256) -> ModelProposal {
+    let mut v = example("01-proposal.yaml", ns);
+    v["metadata"]["name"] = json!(name);
+    v["spec"]["proposer"] = json!(Chain::address(PROPOSER).to_string());
+    v["spec"]["stake"] = json!(stake.to_string());
+    v["spec"]["governance"] = json!({"quorumBps": 400, "approvalThresholdBps": 5001});
+    serde_json::from_value(v).unwrap()
+}
+
+/// Events the operator published about `name` with `reason`.
+async fn events(client: &kube::Client, ns: &str, name: &str, reason: &str) -> usize {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .count()
+}
+
+/// The proposer escrows: funds and approves the registry for `amount`.
+async fn stake(chain: &Chain, amount: U256) {
+    chain.fund(PROPOSER, amount).await;
+    let l = chain.as_(PROPOSER);
+    modelcommons_operator::ledger::bindings::OpenToken::new(chain.suite.open, l.provider())
+        .approve(chain.suite.registry, amount)
+        .mined()
+        .await;
+}
+
+fn proposal_id(p: &ModelProposal) -> U256 {
+    p.status
+        .as_ref()
+        .unwrap()
+        .chain
+        .as_ref()
+        .unwrap()
+        .proposal_id
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn governance_approves_rejects_expires_and_withdraws_proposals() {
+    let chain = Chain::new().await;
+    for v in VOTERS {
+        chain.wrap_and_delegate(v, open(1_000)).await;
+    }
+    let cluster = cluster().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    install_crds(&client, &modelcommons_crds::all_crds())
+        .await
+        .unwrap();
+    let ns = TestNamespace::create(&client, "gov").await.unwrap();
+    let n = ns.name();
+    let store = tempfile::tempdir().unwrap();
+    let ctx = context(&client, n, &chain, store.path());
+    let controller = tokio::spawn(proposal::run(ctx));
+
+    let mps: Api<ModelProposal> = Api::namespaced(client.clone(), n);
+    let names = ["approved", "defeated", "silent", "withdrawn"];
+    let each = open(100);
+    for name in names {
+        mps.create(&PostParams::default(), &proposal_spec(n, name, each))
+            .await
+            .unwrap();
+    }
+    // No allowance yet: each waits for its stake and says how to give it.
+    for name in names {
+        let p = wait(&mps, name, "AwaitingStake", |p| {
+            ready_reason(&p.status.clone().unwrap_or_default().conditions)
+                .starts_with("AwaitingStake")
+        })
+        .await;
+        assert_eq!(phase(&p), Some(ModelProposalPhase::Pending));
+        let msg = ready_reason(&p.status.unwrap().conditions);
+        assert!(
+            msg.contains(&each.to_string()) && msg.contains(&chain.suite.registry.to_string()),
+            "{msg}"
+        );
+        assert!(
+            p.metadata
+                .finalizers
+                .unwrap_or_default()
+                .contains(&"modelcommons.dev/withdraw".to_string())
+        );
+    }
+    let proposer = Chain::address(PROPOSER);
+    let treasury = chain.suite.treasury;
+    stake(&chain, each * U256::from(4u64)).await;
+    let before = chain.balance(proposer).await;
+    let treasury_before = chain.balance(treasury).await;
+    let mut ids = std::collections::BTreeMap::new();
+    for name in names {
+        let p = wait(&mps, name, "Voting", |p| {
+            phase(p) == Some(ModelProposalPhase::Voting)
+        })
+        .await;
+        let st = p.status.clone().unwrap();
+        let c = st.chain.clone().unwrap();
+        assert!(c.register_tx.is_some() && c.model_id.is_some(), "{c:?}");
+        ids.insert(name, proposal_id(&p));
+    }
+    assert_eq!(
+        chain.balance(proposer).await,
+        before - each * U256::from(4u64),
+        "every stake is escrowed"
+    );
+
+    chain.mine(chain.params.voting_delay_blocks + 1);
+    chain.vote(VOTERS[0], ids["approved"], Support::For).await;
+    chain
+        .vote_by_signature(VOTERS[1], ids["approved"], Support::For)
+        .await;
+    chain
+        .vote(VOTERS[2], ids["approved"], Support::Against)
+        .await;
+    chain
+        .vote(VOTERS[0], ids["defeated"], Support::Against)
+        .await;
+    chain
+        .vote(VOTERS[1], ids["defeated"], Support::Against)
+        .await;
+    chain.vote(VOTERS[2], ids["defeated"], Support::For).await;
+    chain.vote(VOTERS[0], ids["withdrawn"], Support::For).await;
+
+    // The tally is mirrored from the chain.
+    let p = wait(&mps, "approved", "the tally", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.tally.as_ref())
+            .is_some_and(|t| t.for_votes == open(2_000).to_string())
+    })
+    .await;
+    let t = p.status.unwrap().tally.unwrap();
+    assert_eq!(t.against_votes, open(1_000).to_string());
+    assert!(t.quorum_reached);
+    assert_eq!(
+        t.quorum_votes,
+        Some((open(3_000) * U256::from(400u64) / U256::from(10_000u64)).to_string())
+    );
+
+    // Deleting a proposal while its vote runs withdraws it on chain before the object goes.
+    mps.delete("withdrawn", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while mps.get_opt("withdrawn").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the withdrawn proposal was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let registry = ModelRegistry::new(chain.suite.registry, chain.as_(OPERATOR).provider().clone());
+
+    chain.mine(u64::from(chain.params.voting_period_blocks) + 1);
+    wait(&mps, "approved", "queued in the timelock", |p| {
+        ready_reason(&p.status.clone().unwrap_or_default().conditions)
+            .starts_with("AwaitingTimelock")
+    })
+    .await;
+    chain.wait_seconds(chain.params.timelock_delay_seconds + 1);
+    let approved = wait(&mps, "approved", "Approved", |p| {
+        phase(p) == Some(ModelProposalPhase::Approved)
+    })
+    .await;
+    let defeated = wait(&mps, "defeated", "Rejected", |p| {
+        phase(p) == Some(ModelProposalPhase::Rejected)
+    })
+    .await;
+    let silent = wait(&mps, "silent", "Expired", |p| {
+        phase(p) == Some(ModelProposalPhase::Expired)
+    })
+    .await;
+
+    let slash = each * U256::from(chain.params.slash_bps) / U256::from(10_000u64);
+    let a = approved.status.clone().unwrap().chain.unwrap();
+    assert_eq!(a.stake_refunded, Some(each.to_string()));
+    assert_eq!(a.stake_slashed, Some("0".into()));
+    assert!(a.decision_tx.is_some());
+    for p in [&defeated, &silent] {
+        let c = p.status.clone().unwrap().chain.unwrap();
+        assert_eq!(c.stake_slashed, Some(slash.to_string()), "{}", p.name_any());
+        assert_eq!(c.stake_refunded, Some((each - slash).to_string()));
+    }
+    assert!(!silent.status.clone().unwrap().tally.unwrap().quorum_reached);
+    // To the wei: the approved stake back, three slashes (defeated, silent, withdrawn while
+    // voting) to the treasury.
+    assert_eq!(
+        chain.balance(proposer).await,
+        before - slash * U256::from(3u64)
+    );
+    assert_eq!(
+        chain.balance(treasury).await,
+        treasury_before + slash * U256::from(3u64)
+    );
+    let withdrawn = registry
+        .ModelWithdrawn_filter()
+        .from_block(0)
+        .query()
+        .await
+        .unwrap();
+    assert_eq!(withdrawn.len(), 1, "withdrawn once");
+    assert_eq!(withdrawn[0].0.slashed, slash);
+    assert_eq!(
+        registry
+            .models(withdrawn[0].0.modelId)
+            .call()
+            .await
+            .unwrap()
+            .status,
+        4
+    );
+    let budget = approved.status.clone().unwrap().budget.unwrap();
+    assert_eq!(
+        (
+            budget.gpu_hours_used.as_str(),
+            budget.gpu_hours_left.as_str()
+        ),
+        ("0", "48")
+    );
+
+    // One registration event and one chain registration per proposal; a decided proposal is
+    // left alone.
+    for name in ["approved", "defeated", "silent"] {
+        assert_eq!(events(&client, n, name, "Registered").await, 1, "{name}");
+    }
+    assert_eq!(
+        registry
+            .ModelRegistered_filter()
+            .from_block(0)
+            .query()
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    let rv = mps.get("approved").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        mps.get("approved").await.unwrap().metadata.resource_version,
+        rv
+    );
+    controller.abort();
+    ns.delete().await.unwrap();
+}
+
+/// Drives a proposal through an approving vote.
+async fn approve(chain: &Chain, mps: &Api<ModelProposal>, name: &str) -> ModelProposal {
+    let p = wait(mps, name, "Voting", |p| {
+        phase(p) == Some(ModelProposalPhase::Voting)
+    })
+    .await;
+    let pid = proposal_id(&p);
+    chain.mine(chain.params.voting_delay_blocks + 1);
+    for v in VOTERS {
+        chain.vote(v, pid, Support::For).await;
+    }
+    chain.mine(u64::from(chain.params.voting_period_blocks) + 1);
+    wait(mps, name, "queued", |p| {
+        ready_reason(&p.status.clone().unwrap_or_default().conditions)
+            .starts_with("AwaitingTimelock")
+    })
+    .await;
+    chain.wait_seconds(chain.params.timelock_delay_seconds + 1);
+    wait(mps, name, "Approved or Active", |p| {
+        matches!(
+            phase(p),
+            Some(ModelProposalPhase::Approved | ModelProposalPhase::Active)
+        )
+    })
+    .await
+}
+
+/// The dev key of the example's contributor `address` (anvil accounts 2–5).
+fn key_of(address: Address) -> PrivateKeySigner {
+    DEV_KEYS
+        .iter()
+        .map(|k| k.parse::<PrivateKeySigner>().unwrap())
+        .find(|k| k.address() == address)
+        .unwrap()
+}
+
+/// The example's contributions, re-signed for this test's Datanet id, plus the bad ones.
+fn manifest(datanet: &str, data: &Path) -> Manifest {
+    let cm: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            workspace_root().join("examples/contract-review/02-contributions.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let example: Manifest =
+        serde_yaml::from_str(cm["data"]["manifest.yaml"].as_str().unwrap()).unwrap();
+    let src = workspace_root().join("examples/contract-review/data/contributions");
+    let mut out = Manifest::default();
+    let mut add =
+        |id: &str, signer: &PrivateKeySigner, bytes: &[u8], tweak: &dyn Fn(&mut Contribution)| {
+            let path = data.join(format!("{id}.jsonl"));
+            std::fs::write(&path, bytes).unwrap();
+            let sha256 = sha256_hex(bytes);
+            let mut c = Contribution {
+                id: id.into(),
+                contributor: signer.address(),
+                uri: format!("file://{}", path.display()),
+                signature: contribution::sign(signer, datanet, &sha256).unwrap(),
+                sha256,
+                license: "CC-BY-4.0".into(),
+            };
+            tweak(&mut c);
+            out.contributions.push(c);
+        };
+    let file =
+        |c: &Contribution| std::fs::read(src.join(c.uri.rsplit('/').next().unwrap())).unwrap();
+    for c in &example.contributions {
+        add(&c.id, &key_of(c.contributor), &file(c), &|_| {});
+    }
+    let (alice, bob) = (
+        key_of(example.contributions[0].contributor),
+        key_of(example.contributions[2].contributor),
+    );
+    let liability = file(&example.contributions[3]);
+    // The sha256 in the manifest is not the file's.
+    let signer = bob.clone();
+    add(
+        "tampered",
+        &bob,
+        b"{\"prompt\":\"x\",\"completion\":\"y\"}\n",
+        &move |c| {
+            c.sha256 = sha256_hex(b"other bytes");
+            c.signature = contribution::sign(&signer, datanet, &c.sha256).unwrap();
+        },
+    );
+    // Listed as alice's, signed by bob.
+    let alice_address = alice.address();
+    add(
+        "forged",
+        &bob,
+        &file(&example.contributions[2]),
+        &move |c| c.contributor = alice_address,
+    );
+    // bob-liability with a few words changed in each record.
+    let near = String::from_utf8(liability)
+        .unwrap()
+        .replace("Common exclusion", "Usual exclusion")
+        .replace("state explicitly", "say clearly")
+        .replace("nominal", "tiny")
+        .replace("meaningful", "real")
+        .replace("Keep as drafted", "Leave as drafted");
+    add("reworded", &alice, near.as_bytes(), &|_| {});
+    out
+}
+
+/// Plays the kubelet for the only pod of `job`: runs `binary` with its args and env.
+async fn run_pod(binary: &Path, job: &Job, kubeconfig: &Path) -> String {
+    let c = &job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args(c.args.clone().unwrap_or_default())
+        .env("KUBECONFIG", kubeconfig)
+        .env("MODELCOMMONS_REPORT_INTERVAL_SECONDS", "0");
+    for e in c.env.clone().unwrap_or_default() {
+        if let Some(v) = e.value {
+            cmd.env(e.name, v);
+        }
+    }
+    let out = cmd.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        binary.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn job_of(client: &kube::Client, ns: &str, instance: &str) -> Job {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let list = jobs
+            .list(&ListParams::default().labels(&format!("modelcommons.dev/instance={instance}")))
+            .await
+            .unwrap();
+        if let Some(j) = list.items.into_iter().next() {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "no Job for {instance}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn path_of(uri: &str) -> PathBuf {
+    PathBuf::from(uri.strip_prefix("file://").unwrap())
+}
+
+#[tokio::test]
+async fn the_lifecycle_runs_end_to_end() {
+    let chain = Chain::new().await;
+    for v in VOTERS {
+        chain.wrap_and_delegate(v, open(1_000)).await;
+    }
+    let cluster = cluster().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    install_crds(&client, &modelcommons_crds::all_crds())
+        .await
+        .unwrap();
+    let ns = TestNamespace::create(&client, "e2e").await.unwrap();
+    let n = ns.name();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, store) = (dir.path().join("data"), dir.path().join("store"));
+    std::fs::create_dir_all(&data).unwrap();
+    let ctx = context(&client, n, &chain, &store);
+    let controllers = [
+        tokio::spawn(proposal::run(ctx.clone())),
+        tokio::spawn(datanet::run(ctx.clone())),
+        tokio::spawn(finetune::run(ctx.clone())),
+        tokio::spawn(deployment::run(ctx.clone())),
+    ];
+
+    // 1. The proposal, staked and approved by token holders.
+    let mps: Api<ModelProposal> = Api::namespaced(client.clone(), n);
+    stake(&chain, open(100)).await;
+    mps.create(
+        &PostParams::default(),
+        &proposal_spec(n, "clause-review", open(100)),
+    )
+    .await
+    .unwrap();
+
+    // The Datanet waits for the approval.
+    let manifest = manifest(&format!("{n}/clause-review-data"), &data);
+    let mut cm = example("02-contributions.yaml", n);
+    cm["data"]["manifest.yaml"] = json!(serde_yaml::to_string(&manifest).unwrap());
+    Api::<ConfigMap>::namespaced(client.clone(), n)
+        .create(&PostParams::default(), &serde_json::from_value(cm).unwrap())
+        .await
+        .unwrap();
+    let dns: Api<Datanet> = Api::namespaced(client.clone(), n);
+    dns.create(
+        &PostParams::default(),
+        &serde_json::from_value(example("03-datanet.yaml", n)).unwrap(),
+    )
+    .await
+    .unwrap();
+    let d = wait(&dns, "clause-review-data", "Collecting", |d| {
+        d.status.as_ref().and_then(|s| s.phase) == Some(DatanetPhase::Collecting)
+    })
+    .await;
+    assert!(ready_reason(&d.status.unwrap().conditions).starts_with("ProposalNotApproved"));
+    let p = approve(&chain, &mps, "clause-review").await;
+    let model = model_id(&p.uid().unwrap());
+
+    // 2. Curation runs as a Job of the operator's image; this test runs it as the kubelet.
+    let job = job_of(&client, n, "clause-review-data").await;
+    let c = &job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(c.args.as_ref().unwrap()[0], "curate");
+    let out = run_pod(
+        Path::new(env!("CARGO_BIN_EXE_modelcommons-operator")),
+        &job,
+        cluster.kubeconfig(),
+    )
+    .await;
+    assert!(out.contains("version 1"), "{out}");
+    let d = wait(&dns, "clause-review-data", "Ready", |d| {
+        d.status.as_ref().and_then(|s| s.phase) == Some(DatanetPhase::Ready)
+    })
+    .await;
+    let st = d.status.clone().unwrap();
+    let counts = st.counts.clone().unwrap();
+    let by = |r: &str| counts.rejected_by_reason.get(r).copied().unwrap_or(0);
+    assert_eq!(
+        (counts.total, counts.accepted, counts.rejected),
+        (9, 5, 4),
+        "{counts:?}"
+    );
+    assert_eq!(
+        (
+            by("Duplicate"),
+            by("HashMismatch"),
+            by("BadSignature"),
+            by("NearDuplicate")
+        ),
+        (1, 1, 1, 1),
+        "{counts:?}"
+    );
+    assert_eq!(st.version, Some(1));
+    assert_eq!(
+        st.reward_total.as_deref(),
+        Some("500000000000000000000"),
+        "the pool to the unit"
+    );
+    assert!(st.chain.as_ref().and_then(|c| c.tx_hash.as_ref()).is_some());
+    // The version's reward root is on chain, funded with the pool.
+    let dist_id = datanet_version_id(&d.uid().unwrap(), 1);
+    let distributor = RewardDistributor::new(
+        chain.suite.distributor,
+        chain.as_(OPERATOR).provider().clone(),
+    );
+    let on_chain = distributor.distributions(dist_id).call().await.unwrap();
+    assert_eq!(on_chain.root.to_string(), st.reward_root.clone().unwrap());
+    assert_eq!(
+        on_chain.contentRoot.to_string(),
+        st.dataset_root.clone().unwrap()
+    );
+    // A contributor claims with the proof from the reward map.
+    let report: CurationReport = serde_json::from_slice(
+        &std::fs::read(path_of(st.reward_map_uri.as_ref().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let alice = manifest.contributions[0].contributor;
+    let claim = report.proof_for(alice).unwrap();
+    let before = chain.balance(alice).await;
+    let as_alice = chain.as_(2);
+    assert_eq!(as_alice.address(), alice);
+    RewardDistributor::new(chain.suite.distributor, as_alice.provider())
+        .claim(
+            dist_id,
+            claim.payout.index,
+            alice,
+            claim.payout.amount,
+            claim.proof.clone(),
+        )
+        .mined()
+        .await;
+    assert_eq!(chain.balance(alice).await, before + claim.payout.amount);
+    assert!(!claim.payout.amount.is_zero());
+    let dataset = path_of(st.dataset_uri.as_ref().unwrap());
+    for f in ["dataset.jsonl", "train.jsonl", "eval.jsonl"] {
+        assert!(dataset.join(f).is_file(), "{f}");
+    }
+
+    // 3. Fine-tuning on version 1 with the real trainer; the result goes on chain.
+    let base = dir.path().join("base");
+    let init = std::process::Command::new(workspace_binary("modelcommons-trainer"))
+        .args(["init", "--out", base.to_str().unwrap(), "--seed", "7"])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let mut f = example("04-finetune.yaml", n);
+    f["spec"]["baseModel"]["uri"] = json!(format!("file://{}", base.display()));
+    f["spec"]["outputUri"] = json!(format!("file://{}/out", dir.path().display()));
+    f["spec"]["resources"] = json!({"workers": 1, "gpusPerWorker": 1, "cpu": "1", "memory": "1Gi"});
+    f["spec"]["hyperparameters"] = json!({"epochs": 1, "maxSteps": 8, "learningRate": "0.01", "batchSize": 4,
+        "gradientAccumulationSteps": 1, "warmupSteps": 2, "maxSeqLen": 768, "seed": 1});
+    f["spec"]["checkpointing"] = json!({"everySteps": 4, "keep": 1});
+    f["spec"]["targets"] = json!([{"name": "loss", "direction": "Minimize", "threshold": "100"}]);
+    f["spec"]["runPolicy"] = json!({"backoffLimit": 1});
+    let ftjs: Api<FineTuneJob> = Api::namespaced(client.clone(), n);
+    ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
+        .await
+        .unwrap();
+    wait(&ftjs, "clause-review-lora", "Evaluating", |f| {
+        f.status.as_ref().and_then(|s| s.phase) == Some(FineTuneJobPhase::Evaluating)
+    })
+    .await;
+    let job = Api::<Job>::namespaced(client.clone(), n)
+        .get("clause-review-lora-trainer")
+        .await
+        .unwrap();
+    run_pod(
+        &workspace_binary("modelcommons-trainer"),
+        &job,
+        cluster.kubeconfig(),
+    )
+    .await;
+    let f = wait(&ftjs, "clause-review-lora", "Succeeded", |f| {
+        f.status.as_ref().and_then(|s| s.phase) == Some(FineTuneJobPhase::Succeeded)
+    })
+    .await;
+    let fst = f.status.clone().unwrap();
+    assert!(
+        fst.chain
+            .as_ref()
+            .and_then(|c| c.tx_hash.as_ref())
+            .is_some()
+    );
+    let digest = fst.result.as_ref().unwrap().model_digest.clone().unwrap();
+    let registry = ModelRegistry::new(chain.suite.registry, chain.as_(OPERATOR).provider().clone());
+    let rec = registry
+        .trainings(training_id(
+            &f.uid().unwrap(),
+            f.metadata.generation.unwrap(),
+        ))
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(rec.modelId, model);
+    assert!(rec.passed);
+    assert_eq!(
+        rec.modelDigest.to_string().trim_start_matches("0x"),
+        digest.trim_start_matches("sha256:")
+    );
+    assert_eq!(
+        rec.datasetRoot.to_string(),
+        st.dataset_root.clone().unwrap()
+    );
+    assert_eq!(
+        registry
+            .TrainingRecorded_filter()
+            .from_block(0)
+            .query()
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // The mandate is in use.
+    wait(&mps, "clause-review", "Active", |p| {
+        phase(p) == Some(ModelProposalPhase::Active)
+    })
+    .await;
+
+    // 4. Serving the fine-tuned model.
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "clause-review-api-keys", "namespace": n},
+        "stringData": {"legal-ops-agent": "mc-dev-legal-ops-7f3a9c"}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), n)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let md: ModelDeployment = serde_json::from_value(json!({
+        "apiVersion": "modelcommons.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": "clause-review", "namespace": n},
+        "spec": {"modelRef": {"fineTuneJob": "clause-review-lora"}, "replicas": 1,
+            "resources": {"gpus": 0, "cpu": "1", "memory": "1Gi"},
+            "access": {"apiKeySecrets": ["clause-review-api-keys"], "allowedConsumers": ["legal-ops-agent"]},
+            "rateLimits": {"requestsPerMinute": 60, "tokensPerMinute": 40000}}
+    }))
+    .unwrap();
+    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), n);
+    mds.create(&PostParams::default(), &md).await.unwrap();
+    wait(&mds, "clause-review", "Ready", |m| {
+        m.status.as_ref().and_then(|s| s.phase) == Some(ModelDeploymentPhase::Ready)
+    })
+    .await;
+    let dep = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), n)
+        .get("clause-review")
+        .await
+        .unwrap();
+    let args: Vec<String> = dep.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("legal-ops-agent"), "mc-dev-legal-ops-7f3a9c").unwrap();
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| {
+            if a == KEYS_DIR {
+                keys.display().to_string()
+            } else if a.starts_with("0.0.0.0:") {
+                "127.0.0.1:0".into()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut server = tokio::process::Command::new(workspace_binary("modelcommons-trainer"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let l = lines.next_line().await.unwrap().expect("the server exited");
+        if let Some(a) = l.strip_prefix("listening on ") {
+            break a.trim().to_string();
+        }
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + TIMEOUT;
+    let reply = loop {
+        let r = http
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .bearer_auth("mc-dev-legal-ops-7f3a9c")
+            .json(
+                &json!({"model": "clause-review", "max_tokens": 8, "temperature": 0,
+                "messages": [{"role": "user", "content": "Is an unlimited indemnity risky?"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 503 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the server never became ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(reply.status(), 200);
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    server.kill().await.unwrap();
+
+    // Exactly one on-chain record per write.
+    assert_eq!(
+        registry
+            .ModelRegistered_filter()
+            .from_block(0)
+            .query()
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        distributor
+            .Published_filter()
+            .from_block(0)
+            .query()
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    for c in controllers {
+        c.abort();
+    }
+    ns.delete().await.unwrap();
+}
