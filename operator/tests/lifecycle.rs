@@ -15,140 +15,29 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use alloy::primitives::{Address, U256};
-use alloy::signers::local::PrivateKeySigner;
+use alloy::primitives::U256;
+use common::lifecycle::*;
 use common::{Chain, Mined, OPERATOR, PROPOSER, VOTERS, open};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use modelcommons_crds::datanet::{Datanet, DatanetPhase};
 use modelcommons_crds::deployment::{ModelDeployment, ModelDeploymentPhase};
 use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
 use modelcommons_crds::proposal::{ModelProposal, ModelProposalPhase};
-use modelcommons_operator::contribution::{self, Contribution, Manifest, sha256_hex};
 use modelcommons_operator::controller::deployment::KEYS_DIR;
-use modelcommons_operator::controller::{
-    Config, Context, LedgerHandle, datanet, deployment, finetune, proposal,
-};
+use modelcommons_operator::controller::{datanet, deployment, finetune, proposal};
 use modelcommons_operator::curate::CurationReport;
 use modelcommons_operator::ledger::bindings::{ModelRegistry, RewardDistributor};
 use modelcommons_operator::ledger::governance::Support;
 use modelcommons_operator::ledger::ids::{datanet_version_id, model_id, training_id};
-use modelcommons_testbed::{
-    DEV_KEYS, TestNamespace, cluster, install_crds, workspace_binary, workspace_root,
-};
+use modelcommons_testbed::{TestNamespace, cluster, install_crds, workspace_binary};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
-
-const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn example(file: &str, ns: &str) -> serde_json::Value {
-    let text =
-        std::fs::read_to_string(workspace_root().join("examples/contract-review").join(file))
-            .unwrap();
-    let mut v: serde_json::Value = serde_yaml::from_str(&text).unwrap();
-    v["metadata"]["namespace"] = json!(ns);
-    v
-}
-
-fn context(client: &kube::Client, ns: &str, chain: &Chain, store: &Path) -> Context {
-    let config = Config {
-        namespace: Some(ns.to_string()),
-        recheck: Duration::from_secs(1),
-        result_grace: Duration::from_secs(120),
-        artifact_store: format!("file://{}", store.display()),
-        ..Config::default()
-    };
-    Context::new(client.clone(), config).with_ledger(LedgerHandle {
-        ledger: chain.as_(OPERATOR),
-        suite: chain.suite,
-    })
-}
-
-async fn wait<K>(api: &Api<K>, name: &str, what: &str, ok: impl Fn(&K) -> bool) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(o) = api.get_opt(name).await.unwrap()
-            && ok(&o)
-        {
-            return o;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: timed out waiting for {what}: {:?}",
-            api.get_opt(name).await.unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn phase(p: &ModelProposal) -> Option<ModelProposalPhase> {
-    p.status.as_ref()?.phase
-}
-
-fn ready_reason(conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> String {
-    conds
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| format!("{}: {}", c.reason, c.message))
-        .unwrap_or_default()
-}
-
-fn proposal_spec(ns: &str, name: &str, stake: U256) -> ModelProposal {
-    let mut v = example("01-proposal.yaml", ns);
-    v["metadata"]["name"] = json!(name);
-    v["spec"]["proposer"] = json!(Chain::address(PROPOSER).to_string());
-    v["spec"]["stake"] = json!(stake.to_string());
-    v["spec"]["governance"] = json!({"quorumBps": 400, "approvalThresholdBps": 5001});
-    serde_json::from_value(v).unwrap()
-}
-
-/// Events the operator published about `name` with `reason`.
-async fn events(client: &kube::Client, ns: &str, name: &str, reason: &str) -> usize {
-    Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-        })
-        .count()
-}
-
-/// The proposer escrows: funds and approves the registry for `amount`.
-async fn stake(chain: &Chain, amount: U256) {
-    chain.fund(PROPOSER, amount).await;
-    let l = chain.as_(PROPOSER);
-    modelcommons_operator::ledger::bindings::OpenToken::new(chain.suite.open, l.provider())
-        .approve(chain.suite.registry, amount)
-        .mined()
-        .await;
-}
-
-fn proposal_id(p: &ModelProposal) -> U256 {
-    p.status
-        .as_ref()
-        .unwrap()
-        .chain
-        .as_ref()
-        .unwrap()
-        .proposal_id
-        .as_ref()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 #[tokio::test]
 async fn governance_approves_rejects_expires_and_withdraws_proposals() {
@@ -197,8 +86,11 @@ async fn governance_approves_rejects_expires_and_withdraws_proposals() {
     }
     let proposer = Chain::address(PROPOSER);
     let treasury = chain.suite.treasury;
-    stake(&chain, each * U256::from(4u64)).await;
+    // Measured before the stake exists: the operator escrows it as soon as it may.
     let before = chain.balance(proposer).await;
+    stake(&chain, each * U256::from(4u64)).await;
+    // The treasury funded the proposer (the dev treasury is the operator's account); slashes
+    // come only with decisions, later.
     let treasury_before = chain.balance(treasury).await;
     let mut ids = std::collections::BTreeMap::new();
     for name in names {
@@ -213,8 +105,8 @@ async fn governance_approves_rejects_expires_and_withdraws_proposals() {
     }
     assert_eq!(
         chain.balance(proposer).await,
-        before - each * U256::from(4u64),
-        "every stake is escrowed"
+        before,
+        "every stake is escrowed (funded, then taken)"
     );
 
     chain.mine(chain.params.voting_delay_blocks + 1);
@@ -239,11 +131,13 @@ async fn governance_approves_rejects_expires_and_withdraws_proposals() {
         p.status
             .as_ref()
             .and_then(|s| s.tally.as_ref())
-            .is_some_and(|t| t.for_votes == open(2_000).to_string())
+            .is_some_and(|t| {
+                t.for_votes == open(2_000).to_string() && t.against_votes == open(1_000).to_string()
+            })
     })
     .await;
     let t = p.status.unwrap().tally.unwrap();
-    assert_eq!(t.against_votes, open(1_000).to_string());
+    assert_eq!(t.abstain_votes, "0");
     assert!(t.quorum_reached);
     assert_eq!(
         t.quorum_votes,
@@ -299,7 +193,7 @@ async fn governance_approves_rejects_expires_and_withdraws_proposals() {
     // voting) to the treasury.
     assert_eq!(
         chain.balance(proposer).await,
-        before - slash * U256::from(3u64)
+        before + each * U256::from(4u64) - slash * U256::from(3u64)
     );
     assert_eq!(
         chain.balance(treasury).await,
@@ -352,164 +246,9 @@ async fn governance_approves_rejects_expires_and_withdraws_proposals() {
         mps.get("approved").await.unwrap().metadata.resource_version,
         rv
     );
+    delete_proposals(&mps).await;
     controller.abort();
     ns.delete().await.unwrap();
-}
-
-/// Drives a proposal through an approving vote.
-async fn approve(chain: &Chain, mps: &Api<ModelProposal>, name: &str) -> ModelProposal {
-    let p = wait(mps, name, "Voting", |p| {
-        phase(p) == Some(ModelProposalPhase::Voting)
-    })
-    .await;
-    let pid = proposal_id(&p);
-    chain.mine(chain.params.voting_delay_blocks + 1);
-    for v in VOTERS {
-        chain.vote(v, pid, Support::For).await;
-    }
-    chain.mine(u64::from(chain.params.voting_period_blocks) + 1);
-    wait(mps, name, "queued", |p| {
-        ready_reason(&p.status.clone().unwrap_or_default().conditions)
-            .starts_with("AwaitingTimelock")
-    })
-    .await;
-    chain.wait_seconds(chain.params.timelock_delay_seconds + 1);
-    wait(mps, name, "Approved or Active", |p| {
-        matches!(
-            phase(p),
-            Some(ModelProposalPhase::Approved | ModelProposalPhase::Active)
-        )
-    })
-    .await
-}
-
-/// The dev key of the example's contributor `address` (anvil accounts 2–5).
-fn key_of(address: Address) -> PrivateKeySigner {
-    DEV_KEYS
-        .iter()
-        .map(|k| k.parse::<PrivateKeySigner>().unwrap())
-        .find(|k| k.address() == address)
-        .unwrap()
-}
-
-/// The example's contributions, re-signed for this test's Datanet id, plus the bad ones.
-fn manifest(datanet: &str, data: &Path) -> Manifest {
-    let cm: serde_yaml::Value = serde_yaml::from_str(
-        &std::fs::read_to_string(
-            workspace_root().join("examples/contract-review/02-contributions.yaml"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let example: Manifest =
-        serde_yaml::from_str(cm["data"]["manifest.yaml"].as_str().unwrap()).unwrap();
-    let src = workspace_root().join("examples/contract-review/data/contributions");
-    let mut out = Manifest::default();
-    let mut add =
-        |id: &str, signer: &PrivateKeySigner, bytes: &[u8], tweak: &dyn Fn(&mut Contribution)| {
-            let path = data.join(format!("{id}.jsonl"));
-            std::fs::write(&path, bytes).unwrap();
-            let sha256 = sha256_hex(bytes);
-            let mut c = Contribution {
-                id: id.into(),
-                contributor: signer.address(),
-                uri: format!("file://{}", path.display()),
-                signature: contribution::sign(signer, datanet, &sha256).unwrap(),
-                sha256,
-                license: "CC-BY-4.0".into(),
-            };
-            tweak(&mut c);
-            out.contributions.push(c);
-        };
-    let file =
-        |c: &Contribution| std::fs::read(src.join(c.uri.rsplit('/').next().unwrap())).unwrap();
-    for c in &example.contributions {
-        add(&c.id, &key_of(c.contributor), &file(c), &|_| {});
-    }
-    let (alice, bob) = (
-        key_of(example.contributions[0].contributor),
-        key_of(example.contributions[2].contributor),
-    );
-    let liability = file(&example.contributions[3]);
-    // The sha256 in the manifest is not the file's.
-    let signer = bob.clone();
-    add(
-        "tampered",
-        &bob,
-        b"{\"prompt\":\"x\",\"completion\":\"y\"}\n",
-        &move |c| {
-            c.sha256 = sha256_hex(b"other bytes");
-            c.signature = contribution::sign(&signer, datanet, &c.sha256).unwrap();
-        },
-    );
-    // Listed as alice's, signed by bob.
-    let alice_address = alice.address();
-    add(
-        "forged",
-        &bob,
-        &file(&example.contributions[2]),
-        &move |c| c.contributor = alice_address,
-    );
-    // bob-liability with a few words changed in each record.
-    let near = String::from_utf8(liability)
-        .unwrap()
-        .replace("Common exclusion", "Usual exclusion")
-        .replace("state explicitly", "say clearly")
-        .replace("nominal", "tiny")
-        .replace("meaningful", "real")
-        .replace("Keep as drafted", "Leave as drafted");
-    add("reworded", &alice, near.as_bytes(), &|_| {});
-    out
-}
-
-/// Plays the kubelet for the only pod of `job`: runs `binary` with its args and env.
-async fn run_pod(binary: &Path, job: &Job, kubeconfig: &Path) -> String {
-    let c = &job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.args(c.args.clone().unwrap_or_default())
-        .env("KUBECONFIG", kubeconfig)
-        .env("MODELCOMMONS_REPORT_INTERVAL_SECONDS", "0");
-    for e in c.env.clone().unwrap_or_default() {
-        if let Some(v) = e.value {
-            cmd.env(e.name, v);
-        }
-    }
-    let out = cmd.output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        binary.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn job_of(client: &kube::Client, ns: &str, instance: &str) -> Job {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let list = jobs
-            .list(&ListParams::default().labels(&format!("modelcommons.dev/instance={instance}")))
-            .await
-            .unwrap();
-        if let Some(j) = list.items.into_iter().next() {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "no Job for {instance}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn path_of(uri: &str) -> PathBuf {
-    PathBuf::from(uri.strip_prefix("file://").unwrap())
 }
 
 #[tokio::test]
@@ -844,6 +583,7 @@ async fn the_lifecycle_runs_end_to_end() {
             .len(),
         1
     );
+    delete_proposals(&mps).await;
     for c in controllers {
         c.abort();
     }

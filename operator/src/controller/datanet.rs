@@ -481,10 +481,11 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
                 .await?;
             record.tx_hash = match w {
                 Write::Written { tx } => Some(tx.to_string()),
-                Write::AlreadyDone => status
-                    .chain
-                    .as_ref()
-                    .and_then(|c| c.tx_hash.clone())
+                Write::AlreadyDone => h
+                    .ledger
+                    .published_tx(h.suite.distributor, req.id)
+                    .await?
+                    .map(|t| t.to_string())
                     .or_else(|| Some(format!("published as {}", req.id))),
             };
         }

@@ -802,7 +802,11 @@ async fn record_training(
         .await?;
     Ok(match w {
         crate::ledger::mirror::Write::Written { tx } => tx.to_string(),
-        crate::ledger::mirror::Write::AlreadyDone => format!("recorded as {job_id}"),
+        crate::ledger::mirror::Write::AlreadyDone => h
+            .ledger
+            .training_tx(h.suite.registry, job_id)
+            .await?
+            .map_or_else(|| format!("recorded as {job_id}"), |t| t.to_string()),
     })
 }
 

@@ -491,3 +491,34 @@ impl Ledger {
         .await
     }
 }
+
+impl Ledger {
+    /// The transaction that published distribution `id` (from its `Published` event), for a
+    /// write that an earlier, interrupted attempt made.
+    pub async fn published_tx(&self, distributor: Address, id: B256) -> Result<Option<B256>> {
+        Ok(RewardDistributor::new(distributor, &self.provider)
+            .Published_filter()
+            .topic1(id)
+            .from_block(0)
+            .query()
+            .await
+            .map_err(call_error("RewardDistributor", "events", distributor))?
+            .into_iter()
+            .next()
+            .and_then(|(_, l)| l.transaction_hash))
+    }
+
+    /// The transaction that recorded training `job_id` (from its `TrainingRecorded` event).
+    pub async fn training_tx(&self, registry: Address, job_id: B256) -> Result<Option<B256>> {
+        Ok(ModelRegistry::new(registry, &self.provider)
+            .TrainingRecorded_filter()
+            .topic1(job_id)
+            .from_block(0)
+            .query()
+            .await
+            .map_err(call_error("ModelRegistry", "events", registry))?
+            .into_iter()
+            .next()
+            .and_then(|(_, l)| l.transaction_hash))
+    }
+}

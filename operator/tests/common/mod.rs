@@ -211,3 +211,4 @@ impl Chain {
             .await;
     }
 }
+pub mod lifecycle;

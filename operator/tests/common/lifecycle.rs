@@ -1,0 +1,298 @@
+//! Helpers of the lifecycle tests: the example objects, a context mirroring to a test chain,
+//! waiting for a state, and playing the token holders, the contributors and the kubelet.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, U256};
+use alloy::signers::local::PrivateKeySigner;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
+use modelcommons_crds::proposal::{ModelProposal, ModelProposalPhase};
+use modelcommons_operator::contribution::{self, Contribution, Manifest, sha256_hex};
+use modelcommons_operator::controller::{Config, Context, LedgerHandle};
+use modelcommons_operator::ledger::governance::Support;
+use modelcommons_testbed::{DEV_KEYS, workspace_root};
+use serde_json::json;
+
+use super::{Chain, Mined, OPERATOR, PROPOSER, VOTERS};
+
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn example(file: &str, ns: &str) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(workspace_root().join("examples/contract-review").join(file))
+            .unwrap();
+    let mut v: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    v["metadata"]["namespace"] = json!(ns);
+    v
+}
+
+pub fn context(client: &kube::Client, ns: &str, chain: &Chain, store: &Path) -> Context {
+    let config = Config {
+        namespace: Some(ns.to_string()),
+        recheck: Duration::from_secs(1),
+        result_grace: Duration::from_secs(120),
+        artifact_store: format!("file://{}", store.display()),
+        ..Config::default()
+    };
+    Context::new(client.clone(), config).with_ledger(LedgerHandle {
+        ledger: chain.as_(OPERATOR),
+        suite: chain.suite,
+    })
+}
+
+pub async fn wait<K>(api: &Api<K>, name: &str, what: &str, ok: impl Fn(&K) -> bool) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(o) = api.get_opt(name).await.unwrap()
+            && ok(&o)
+        {
+            return o;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: timed out waiting for {what}: {:?}",
+            api.get_opt(name).await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn phase(p: &ModelProposal) -> Option<ModelProposalPhase> {
+    p.status.as_ref()?.phase
+}
+
+pub fn ready_reason(conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> String {
+    conds
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| format!("{}: {}", c.reason, c.message))
+        .unwrap_or_default()
+}
+
+pub fn proposal_spec(ns: &str, name: &str, stake: U256) -> ModelProposal {
+    let mut v = example("01-proposal.yaml", ns);
+    v["metadata"]["name"] = json!(name);
+    v["spec"]["proposer"] = json!(Chain::address(PROPOSER).to_string());
+    v["spec"]["stake"] = json!(stake.to_string());
+    v["spec"]["governance"] = json!({"quorumBps": 400, "approvalThresholdBps": 5001});
+    serde_json::from_value(v).unwrap()
+}
+
+/// Events the operator published about `name` with `reason`.
+pub async fn events(client: &kube::Client, ns: &str, name: &str, reason: &str) -> usize {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .count()
+}
+
+/// The proposer escrows: funds and approves the registry for `amount`.
+pub async fn stake(chain: &Chain, amount: U256) {
+    chain.fund(PROPOSER, amount).await;
+    let l = chain.as_(PROPOSER);
+    modelcommons_operator::ledger::bindings::OpenToken::new(chain.suite.open, l.provider())
+        .approve(chain.suite.registry, amount)
+        .mined()
+        .await;
+}
+
+pub fn proposal_id(p: &ModelProposal) -> U256 {
+    p.status
+        .as_ref()
+        .unwrap()
+        .chain
+        .as_ref()
+        .unwrap()
+        .proposal_id
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+/// Drives a proposal through an approving vote.
+pub async fn approve(chain: &Chain, mps: &Api<ModelProposal>, name: &str) -> ModelProposal {
+    let p = wait(mps, name, "Voting", |p| {
+        phase(p) == Some(ModelProposalPhase::Voting)
+    })
+    .await;
+    let pid = proposal_id(&p);
+    chain.mine(chain.params.voting_delay_blocks + 1);
+    for v in VOTERS {
+        chain.vote(v, pid, Support::For).await;
+    }
+    chain.mine(u64::from(chain.params.voting_period_blocks) + 1);
+    wait(mps, name, "queued", |p| {
+        ready_reason(&p.status.clone().unwrap_or_default().conditions)
+            .starts_with("AwaitingTimelock")
+    })
+    .await;
+    chain.wait_seconds(chain.params.timelock_delay_seconds + 1);
+    wait(mps, name, "Approved or Active", |p| {
+        matches!(
+            phase(p),
+            Some(ModelProposalPhase::Approved | ModelProposalPhase::Active)
+        )
+    })
+    .await
+}
+
+/// The dev key of the example's contributor `address` (anvil accounts 2–5).
+pub fn key_of(address: Address) -> PrivateKeySigner {
+    DEV_KEYS
+        .iter()
+        .map(|k| k.parse::<PrivateKeySigner>().unwrap())
+        .find(|k| k.address() == address)
+        .unwrap()
+}
+
+/// The example's contributions, re-signed for this test's Datanet id, plus the bad ones.
+pub fn manifest(datanet: &str, data: &Path) -> Manifest {
+    let cm: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            workspace_root().join("examples/contract-review/02-contributions.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let example: Manifest =
+        serde_yaml::from_str(cm["data"]["manifest.yaml"].as_str().unwrap()).unwrap();
+    let src = workspace_root().join("examples/contract-review/data/contributions");
+    let mut out = Manifest::default();
+    let mut add =
+        |id: &str, signer: &PrivateKeySigner, bytes: &[u8], tweak: &dyn Fn(&mut Contribution)| {
+            let path = data.join(format!("{id}.jsonl"));
+            std::fs::write(&path, bytes).unwrap();
+            let sha256 = sha256_hex(bytes);
+            let mut c = Contribution {
+                id: id.into(),
+                contributor: signer.address(),
+                uri: format!("file://{}", path.display()),
+                signature: contribution::sign(signer, datanet, &sha256).unwrap(),
+                sha256,
+                license: "CC-BY-4.0".into(),
+            };
+            tweak(&mut c);
+            out.contributions.push(c);
+        };
+    let file =
+        |c: &Contribution| std::fs::read(src.join(c.uri.rsplit('/').next().unwrap())).unwrap();
+    for c in &example.contributions {
+        add(&c.id, &key_of(c.contributor), &file(c), &|_| {});
+    }
+    let (alice, bob) = (
+        key_of(example.contributions[0].contributor),
+        key_of(example.contributions[2].contributor),
+    );
+    let liability = file(&example.contributions[3]);
+    // The sha256 in the manifest is not the file's.
+    let signer = bob.clone();
+    add(
+        "tampered",
+        &bob,
+        b"{\"prompt\":\"x\",\"completion\":\"y\"}\n",
+        &move |c| {
+            c.sha256 = sha256_hex(b"other bytes");
+            c.signature = contribution::sign(&signer, datanet, &c.sha256).unwrap();
+        },
+    );
+    // Listed as alice's, signed by bob.
+    let alice_address = alice.address();
+    add(
+        "forged",
+        &bob,
+        &file(&example.contributions[2]),
+        &move |c| c.contributor = alice_address,
+    );
+    // bob-liability with a few words changed in each record.
+    let near = String::from_utf8(liability)
+        .unwrap()
+        .replace("Common exclusion", "Usual exclusion")
+        .replace("state explicitly", "say clearly")
+        .replace("nominal", "tiny")
+        .replace("meaningful", "real")
+        .replace("Keep as drafted", "Leave as drafted");
+    add("reworded", &alice, near.as_bytes(), &|_| {});
+    out
+}
+
+/// Plays the kubelet for the only pod of `job`: runs `binary` with its args and env.
+pub async fn run_pod(binary: &Path, job: &Job, kubeconfig: &Path) -> String {
+    let c = &job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args(c.args.clone().unwrap_or_default())
+        .env("KUBECONFIG", kubeconfig)
+        .env("MODELCOMMONS_REPORT_INTERVAL_SECONDS", "0");
+    for e in c.env.clone().unwrap_or_default() {
+        if let Some(v) = e.value {
+            cmd.env(e.name, v);
+        }
+    }
+    let out = cmd.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        binary.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub async fn job_of(client: &kube::Client, ns: &str, instance: &str) -> Job {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let list = jobs
+            .list(&ListParams::default().labels(&format!("modelcommons.dev/instance={instance}")))
+            .await
+            .unwrap();
+        if let Some(j) = list.items.into_iter().next() {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "no Job for {instance}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn path_of(uri: &str) -> PathBuf {
+    PathBuf::from(uri.strip_prefix("file://").unwrap())
+}
+
+/// Deletes every proposal and waits until the controller has released them (its finalizer
+/// withdraws undecided ones), so that no object outlives the test's namespace.
+pub async fn delete_proposals(mps: &Api<ModelProposal>) {
+    mps.delete_collection(&Default::default(), &ListParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while !mps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "proposals were not released");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
