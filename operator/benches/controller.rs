@@ -4,10 +4,15 @@
 //!   proposal approved) to its status leaving `Pending` (target p99 ≤ 100 ms);
 //! - N FineTuneJobs created (gates open) → all with a Job and a phase past `Pending`
 //!   (target ≤ 60 s for 1,000);
-//! - the RSS of this process with them: the operator's controller and caches plus the bench's
-//!   own client (target for the operator ≤ 100 MiB);
-//! - FineTuneJobs written (resourceVersion changed) during an idle window once every job has
-//!   settled (target 0).
+//! - the RSS of the operator process (the real binary, run by this bench) with N objects of
+//!   each kind — ModelProposals, Datanets, FineTuneJobs with their Jobs, ModelDeployments —
+//!   in its caches (target ≤ 100 MiB);
+//! - writes during an idle window once every job has settled: FineTuneJobs whose
+//!   resourceVersion changed and events the operator created (target 0).
+//!
+//! Without a ledger the operator runs its FineTuneJob and ModelDeployment controllers (the
+//! ModelProposal and Datanet controllers need a chain); this bench stands in for them by
+//! writing those objects' status.
 //!
 //! `make bench-operator` (N=1000 by default; `FTJ_COUNT` overrides).
 #![allow(clippy::unwrap_used)]
@@ -17,9 +22,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use modelcommons_crds::datanet::Datanet;
+use modelcommons_crds::deployment::ModelDeployment;
 use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
 use modelcommons_crds::proposal::ModelProposal;
-use modelcommons_operator::controller::{Config, Context, finetune};
 use modelcommons_testbed::{ControlPlane, ControlPlaneOptions, install_crds, workspace_root};
 use serde_json::json;
 
@@ -44,8 +49,8 @@ fn ftj(ns: &str, name: &str, proposal: &str) -> FineTuneJob {
     serde_json::from_value(v).unwrap()
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -113,18 +118,27 @@ async fn main() {
         json!({"phase": "Ready", "version": 1, "datasetUri": "file:///data/v1"}),
     )
     .await;
-    let rss_before = rss_mib();
     // Jobs kwok completes wait in Evaluating for a result that never comes (no trainer runs):
     // a long grace keeps them there, settled, for the idle window.
-    let ctx = Context::new(
-        client.clone(),
-        Config {
-            namespace: Some(ns.into()),
-            result_grace: Duration::from_secs(3600),
-            ..Config::default()
-        },
-    );
-    tokio::spawn(finetune::run(ctx));
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelcommons-operator"))
+        .args([
+            "run",
+            "--no-leader-elect",
+            "--namespace",
+            ns,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--result-grace-seconds", "3600"])
+        .env("KUBECONFIG", plane.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = operator.id().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_before = rss_mib(pid);
 
     // 1. Gate opens → status leaves Pending, one job at a time.
     let samples = 40;
@@ -234,7 +248,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let settled = t.elapsed();
-    let rss = rss_mib();
+    let rss = rss_mib(pid);
 
     // 3. Idle: once every job is Evaluating (kwok has run and completed every pod), count
     //    the FineTuneJobs whose resourceVersion changes in a window.
@@ -276,7 +290,15 @@ async fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(60),
     );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let ours = |list: Vec<k8s_openapi::api::events::v1::Event>| {
+        list.into_iter()
+            .filter(|e| e.reporting_controller.as_deref() == Some("modelcommons-operator"))
+            .count()
+    };
+    let events_before = ours(events.list(&ListParams::default()).await.unwrap().items);
     tokio::time::sleep(idle).await;
+    let events_after = ours(events.list(&ListParams::default()).await.unwrap().items);
     let after = ftjs.list(&ListParams::default()).await.unwrap().items;
     let writes = after
         .iter()
@@ -285,6 +307,59 @@ async fn main() {
                 != f.metadata.resource_version.as_ref()
         })
         .count();
+
+    // 4. N objects of every other kind the operator caches.
+    let create_all = |kind: &'static str| {
+        let client = client.clone();
+        async move {
+            futures::stream::iter(0..n)
+                .map(|i| {
+                    let client = client.clone();
+                    async move {
+                        let name = format!("many-{i}");
+                        match kind {
+                            "ModelProposal" => {
+                                let mut v = example("01-proposal.yaml", ns);
+                                v["metadata"]["name"] = json!(name);
+                                Api::<ModelProposal>::namespaced(client, ns)
+                                    .create(&PostParams::default(), &serde_json::from_value(v).unwrap())
+                                    .await
+                                    .map(|_| ())
+                            }
+                            "Datanet" => {
+                                let mut v = example("03-datanet.yaml", ns);
+                                v["metadata"]["name"] = json!(name);
+                                Api::<Datanet>::namespaced(client, ns)
+                                    .create(&PostParams::default(), &serde_json::from_value(v).unwrap())
+                                    .await
+                                    .map(|_| ())
+                            }
+                            _ => {
+                                let v = json!({"apiVersion": "modelcommons.dev/v1alpha1", "kind": "ModelDeployment",
+                                    "metadata": {"name": name, "namespace": ns},
+                                    "spec": {"modelRef": {"fineTuneJob": format!("bulk-{i}")}, "replicas": 1,
+                                        "resources": {"gpus": 0, "cpu": "10m", "memory": "10Mi"},
+                                        "access": {"apiKeySecrets": ["keys"]}}});
+                                Api::<ModelDeployment>::namespaced(client, ns)
+                                    .create(&PostParams::default(), &serde_json::from_value(v).unwrap())
+                                    .await
+                                    .map(|_| ())
+                            }
+                        }
+                        .unwrap();
+                    }
+                })
+                .buffer_unordered(16)
+                .count()
+                .await
+        }
+    };
+    create_all("ModelProposal").await;
+    create_all("Datanet").await;
+    create_all("ModelDeployment").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss_all = rss_mib(pid);
+    operator.kill().await.unwrap();
 
     println!(
         "FineTuneJob controller, real control plane (kube-apiserver 1.37.2 + kwok), no chain writes, dev build"
@@ -300,11 +375,12 @@ async fn main() {
         settled.as_secs_f64()
     );
     println!(
-        "RSS of the operator process: {rss_before:.0} MiB before, {rss:.0} MiB with {} FineTuneJobs and their Jobs cached (target <= 100 MiB)",
+        "RSS of the operator process: {rss_before:.0} MiB idle and empty, {rss:.0} MiB with {} FineTuneJobs and their Jobs, {rss_all:.0} MiB with {n} more of each of ModelProposal, Datanet, ModelDeployment (target <= 100 MiB)",
         n + samples
     );
     println!(
-        "FineTuneJobs written during {} s idle with every job settled: {writes} (target 0)",
-        idle.as_secs()
+        "during {} s idle with every job settled: {writes} FineTuneJobs written, {} events created (target 0)",
+        idle.as_secs(),
+        events_after.saturating_sub(events_before)
     );
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use modelcommons_crds::deployment::{ModelDeployment, ModelDeploymentPhase};
 use modelcommons_operator::controller::deployment::{self, KEYS_DIR};
 use modelcommons_operator::controller::{Config, Context};
@@ -49,6 +49,27 @@ async fn wait_phase(
         assert!(
             Instant::now() < deadline,
             "{name}: no {want:?}: {:?}",
+            m.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_reason(api: &Api<ModelDeployment>, name: &str, reason: &str) -> ModelDeployment {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = api.get(name).await.unwrap();
+        let r = m
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.reason.clone());
+        if r.as_deref() == Some(reason) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: no {reason}: {:?}",
             m.status
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -210,6 +231,137 @@ async fn a_model_deployment_serves_through_the_real_server() {
         "not an allowed consumer"
     );
     server.kill().await.unwrap();
+
+    // A new revision rolls out as a canary beside the stable one (traffic by replica ratio),
+    // then is promoted.
+    let model2 = dir.path().join("model2");
+    let out = std::process::Command::new(trainer_binary())
+        .args(["init", "--out", model2.to_str().unwrap(), "--seed", "8"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let digest2: String =
+        sha2::Sha256::digest(std::fs::read(model2.join("model.safetensors")).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+    assert_ne!(digest, digest2);
+    let merge = |v: serde_json::Value| {
+        let mds = mds.clone();
+        async move {
+            mds.patch("clause-review", &PatchParams::default(), &Patch::Merge(&v))
+                .await
+                .unwrap();
+        }
+    };
+    merge(json!({"spec": {"replicas": 4, "canary": {"trafficPercent": 25},
+        "modelRef": {"artifact": {"uri": format!("file://{}", model2.display()), "sha256": digest2}}}}))
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), n);
+    let served = |d: &Deployment| {
+        (
+            d.metadata.annotations.as_ref().unwrap()["modelcommons.dev/model-digest"].clone(),
+            d.spec.as_ref().unwrap().replicas,
+        )
+    };
+    let m = wait_reason(&mds, "clause-review", "CanaryServing").await;
+    let st = m.status.unwrap();
+    assert_eq!(st.latest_revision.as_deref(), Some(digest2.as_str()));
+    assert_eq!(st.previous_revision.as_deref(), Some(digest.as_str()));
+    assert_eq!(st.ready_replicas.as_deref(), Some("4/4"));
+    assert_eq!(
+        served(&deployments.get("clause-review").await.unwrap()),
+        (digest.clone(), Some(3))
+    );
+    assert_eq!(
+        served(&deployments.get("clause-review-canary").await.unwrap()),
+        (digest2.clone(), Some(1))
+    );
+    merge(json!({"spec": {"canary": {"trafficPercent": 100}}})).await;
+    wait_reason(&mds, "clause-review", "Serving").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while deployments
+        .get_opt("clause-review-canary")
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the canary was not removed on promotion"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        served(&deployments.get("clause-review").await.unwrap()),
+        (digest2.clone(), Some(4))
+    );
+    let st = mds.get("clause-review").await.unwrap().status.unwrap();
+    assert_eq!(
+        st.previous_revision.as_deref(),
+        Some(digest.as_str()),
+        "the promoted-over revision stays known"
+    );
+
+    // Autoscaling: an HPA on the servers' in-flight requests owns the replica count.
+    merge(json!({"spec": {"replicas": null, "canary": null,
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetConcurrency": 4}}}))
+    .await;
+    let hpas = Api::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>::namespaced(
+        client.clone(),
+        n,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let hpa = loop {
+        if let Some(h) = hpas.get_opt("clause-review").await.unwrap() {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no HorizontalPodAutoscaler");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let spec = hpa.spec.unwrap();
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 3));
+    assert_eq!(spec.scale_target_ref.name, "clause-review");
+    let metric = &spec.metrics.unwrap()[0];
+    assert_eq!(
+        metric.pods.as_ref().unwrap().metric.name,
+        "modelcommons_serve_http_requests_in_flight"
+    );
+
+    // Settled: nothing is written again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rvs = |d: &Deployment, h: &k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler| {
+        (
+            d.metadata.resource_version.clone(),
+            h.metadata.resource_version.clone(),
+        )
+    };
+    let before = rvs(
+        &deployments.get("clause-review").await.unwrap(),
+        &hpas.get("clause-review").await.unwrap(),
+    );
+    let md_rv = mds
+        .get("clause-review")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        rvs(
+            &deployments.get("clause-review").await.unwrap(),
+            &hpas.get("clause-review").await.unwrap()
+        ),
+        before
+    );
+    assert_eq!(
+        mds.get("clause-review")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        md_rv
+    );
     controller.abort();
     ns.delete().await.unwrap();
 }

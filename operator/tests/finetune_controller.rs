@@ -272,10 +272,12 @@ async fn gates_children_and_phases_of_a_finetune_job() {
     );
 
     // kwok runs and completes the pod; nothing has reported a result yet → Evaluating.
-    wait_for(&ftjs, "easy", "Evaluating", |f| {
-        phase(f) == Some(FineTuneJobPhase::Evaluating)
-    })
-    .await;
+    for name in ["easy", "hard"] {
+        wait_for(&ftjs, name, "Evaluating", |f| {
+            phase(f) == Some(FineTuneJobPhase::Evaluating)
+        })
+        .await;
+    }
     // Play the kubelet: the real trainer with the pod's args and env reports into the status.
     for name in ["easy", "hard"] {
         let job = jobs.get(&format!("{name}-trainer")).await.unwrap();

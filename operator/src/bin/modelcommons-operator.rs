@@ -4,6 +4,7 @@
 //! modelcommons-operator run [--namespace NS] [--ledger-rpc-url URL --ledger-key-file F
 //!                            --ledger-addresses-file F] [--no-leader-elect] …
 //! modelcommons-operator curate --namespace NS --datanet NAME --version N …   (the curation Job)
+//! modelcommons-operator bootstrap --rpc URL --key-file F [--out FILE] [--fund ADDR=OPEN …]
 //! modelcommons-operator crd          print the CRDs (YAML) for `kubectl apply -f -`
 //! ```
 
@@ -42,8 +43,34 @@ enum Command {
     Run(RunArgs),
     /// Curate one Datanet version (what the curation Job runs).
     Curate(CurateCli),
+    /// Deploy the contract suite to a (dev) chain and write the addresses file `run` reads.
+    Bootstrap(BootstrapCli),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+}
+
+#[derive(Debug, clap::Args)]
+struct BootstrapCli {
+    /// The chain's JSON-RPC URL.
+    #[arg(long, env = "MODELCOMMONS_LEDGER_RPC_URL")]
+    rpc: String,
+    /// A file holding the deployer's hex private key; it becomes the operator, admin and
+    /// treasury of the suite.
+    #[arg(long, env = "MODELCOMMONS_LEDGER_KEY_FILE")]
+    key_file: std::path::PathBuf,
+    /// Where to write the addresses (JSON); stdout when unset.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Fund an account with whole OPEN from the treasury: `ADDRESS=OPEN` (repeatable).
+    #[arg(long, value_parser = modelcommons_operator::ledger::suite::parse_fund)]
+    fund: Vec<(alloy::primitives::Address, alloy::primitives::U256)>,
+    /// Also write the addresses into this ConfigMap (`<namespace>/<name>`), for an operator
+    /// that mounts it (the Helm chart's dev chain).
+    #[arg(long)]
+    configmap: Option<String>,
+    /// The ConfigMap key the addresses go under.
+    #[arg(long, default_value = "addresses.json")]
+    configmap_key: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,6 +183,10 @@ struct RunArgs {
     /// Seconds between looks at objects waiting on the chain or on a gate.
     #[arg(long, default_value_t = 30)]
     recheck_seconds: u64,
+    /// Seconds a finished trainer or curation Job may go without reporting its result before
+    /// its object fails with `NoResult`.
+    #[arg(long, default_value_t = 300)]
+    result_grace_seconds: u64,
 }
 
 #[tokio::main]
@@ -167,7 +198,52 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => run(args).await,
         Command::Curate(args) => curate(args).await,
+        Command::Bootstrap(args) => bootstrap(args).await,
     }
+}
+
+async fn bootstrap(args: BootstrapCli) -> anyhow::Result<()> {
+    let ledger = Ledger::connect_with(&args.rpc, &KeySource::File(args.key_file))?;
+    let suite = ledger
+        .bootstrap(&modelcommons_operator::ledger::suite::SuiteParams::default())
+        .await
+        .with_context(|| format!("deploying the contract suite to {}", args.rpc))?;
+    for (to, whole) in &args.fund {
+        ledger.fund_open(&suite, *to, *whole).await?;
+        eprintln!("funded {to} with {whole} OPEN");
+    }
+    let json = serde_json::to_string_pretty(&suite)?;
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, format!("{json}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote the suite's addresses to {}", path.display());
+        }
+        None if args.configmap.is_none() => println!("{json}"),
+        None => {}
+    }
+    if let Some(target) = &args.configmap {
+        let (ns, name) = target
+            .split_once('/')
+            .context("--configmap must be <namespace>/<name>")?;
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+        let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns,
+                "labels": {"app.kubernetes.io/managed-by": "modelcommons-operator"}},
+            "data": {args.configmap_key.clone(): format!("{json}\n")}});
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, ns)
+            .patch(
+                name,
+                &kube::api::PatchParams::apply("modelcommons.dev/bootstrap").force(),
+                &kube::api::Patch::Apply(&cm),
+            )
+            .await
+            .with_context(|| format!("writing ConfigMap {target}"))?;
+        eprintln!("wrote the suite's addresses to ConfigMap {target}");
+    }
+    Ok(())
 }
 
 async fn curate(cli: CurateCli) -> anyhow::Result<()> {
@@ -278,11 +354,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             artifact_store: args.artifact_store.clone(),
             curator_service_account: args.curator_service_account.clone(),
             recheck: Duration::from_secs(args.recheck_seconds.max(1)),
+            result_grace: Duration::from_secs(args.result_grace_seconds),
             governance: GovernanceDefaults {
                 quorum_bps: args.default_quorum_bps,
                 threshold_bps: args.default_approval_threshold_bps,
             },
-            ..Config::default()
         },
     );
     if let Some(h) = connect_ledger(&args).await? {

@@ -44,27 +44,14 @@ async fn bootstrap(args: &[String]) -> anyhow::Result<()> {
         .bootstrap(&SuiteParams::default())
         .await
         .context("deploying the suite")?;
-    let unit = alloy::primitives::U256::from(10u64).pow(alloy::primitives::U256::from(18u64));
     for (i, a) in args.iter().enumerate() {
         if a != "--fund" {
             continue;
         }
         let spec = args.get(i + 1).context("--fund takes ADDRESS=OPEN")?;
-        let (addr, amount) = spec.split_once('=').context("--fund takes ADDRESS=OPEN")?;
-        let addr: alloy::primitives::Address = addr
-            .parse()
-            .with_context(|| format!("{addr} is not an address"))?;
-        let amount: alloy::primitives::U256 = amount
-            .parse()
-            .with_context(|| format!("{amount} is not a whole number of OPEN"))?;
-        let token =
-            modelcommons_operator::ledger::bindings::OpenToken::new(suite.open, ledger.provider());
-        token
-            .transfer(addr, amount * unit)
-            .send()
-            .await?
-            .watch()
-            .await?;
+        let (addr, amount) =
+            modelcommons_operator::ledger::suite::parse_fund(spec).map_err(anyhow::Error::msg)?;
+        ledger.fund_open(&suite, addr, amount).await?;
         eprintln!("funded {addr} with {amount} OPEN");
     }
     let json = serde_json::to_string_pretty(&suite)?;

@@ -2,15 +2,30 @@
 //! an artifact by URI and digest), runs `modelcommons-trainer serve` as an `apps/v1`
 //! Deployment with the API-key Secrets mounted and the rate limits as flags, a Service in front,
 //! and reports the endpoint URL, ready replicas and the revision (the model digest).
+//!
+//! A changed model rolls out as a new revision. Without `canary` the server Deployment rolls
+//! (Kubernetes' rolling update). With `canary.trafficPercent` below 100 the new revision runs
+//! beside the stable one in a `<name>-canary` Deployment behind the same Service, and traffic
+//! splits by replica ratio (⌈total × percent / 100⌉ canary replicas, the rest stable); 100 (or
+//! removing `canary`) promotes it: the stable Deployment rolls to the new revision and the
+//! canary goes. With `autoscaling` an `autoscaling/v2` HorizontalPodAutoscaler scales the
+//! stable Deployment on the servers' in-flight requests
+//! (`modelcommons_serve_http_requests_in_flight`, served to the HPA by a custom-metrics adapter
+//! such as prometheus-adapter).
+//!
+//! Children are applied only when what the operator would write differs from what it wrote
+//! last (a hash of it in an annotation): an idle resync writes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -19,7 +34,7 @@ use modelcommons_crds::deployment::{ModelDeployment, ModelDeploymentPhase, Model
 use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
 use serde_json::json;
 
-use super::finetune::container_path;
+use super::finetune::{cached, container_path, keep};
 use super::{Context, Error, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, now};
 
 /// Where the API-key Secrets are mounted in the server container.
@@ -153,12 +168,18 @@ fn owner(md: &ModelDeployment) -> serde_json::Value {
 }
 
 /// The server Deployment.
-pub fn server_deployment(md: &ModelDeployment, image: &str, model: &Resolved) -> serde_json::Value {
-    let name = md.name_any();
+pub fn server_deployment(
+    md: &ModelDeployment,
+    image: &str,
+    model: &Resolved,
+    name: &str,
+    replicas: Option<u32>,
+) -> serde_json::Value {
+    let instance = md.name_any();
     let ns = md.namespace().unwrap_or_default();
     let model_dir = container_path(&model.uri).unwrap_or_default();
     let revision: String = model.digest.chars().take(12).collect();
-    let labels = json!({LABEL_MANAGED_BY: "modelcommons-operator", LABEL_INSTANCE: name,
+    let labels = json!({LABEL_MANAGED_BY: "modelcommons-operator", LABEL_INSTANCE: instance,
         "app.kubernetes.io/name": "modelcommons-server"});
     let mut pod_labels = labels.clone();
     pod_labels["modelcommons.dev/revision"] = json!(revision);
@@ -195,13 +216,18 @@ pub fn server_deployment(md: &ModelDeployment, image: &str, model: &Resolved) ->
         resources["requests"]["nvidia.com/gpu"] = json!(r.gpus.to_string());
         resources["limits"] = json!({"nvidia.com/gpu": r.gpus.to_string()});
     }
-    json!({
+    let selector = if name == instance {
+        json!({LABEL_INSTANCE: instance, "app.kubernetes.io/name": "modelcommons-server", ROLE: "stable"})
+    } else {
+        json!({LABEL_INSTANCE: instance, "app.kubernetes.io/name": "modelcommons-server", ROLE: "canary"})
+    };
+    pod_labels[ROLE] = selector[ROLE].clone();
+    let mut d = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner(md)],
-            "annotations": {"modelcommons.dev/model-digest": model.digest}},
+            "annotations": {DIGEST_ANNOTATION: model.digest, URI_ANNOTATION: model.uri}},
         "spec": {
-            "replicas": replicas(&md.spec),
-            "selector": {"matchLabels": {LABEL_INSTANCE: name, "app.kubernetes.io/name": "modelcommons-server"}},
+            "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": pod_labels},
                 "spec": {
@@ -223,7 +249,97 @@ pub fn server_deployment(md: &ModelDeployment, image: &str, model: &Resolved) ->
                 }
             }
         }
+    });
+    if let Some(n) = replicas {
+        d["spec"]["replicas"] = json!(n);
+    }
+    d
+}
+
+/// The annotation naming the model digest a server Deployment serves.
+pub const DIGEST_ANNOTATION: &str = "modelcommons.dev/model-digest";
+/// The annotation naming the model URI a server Deployment serves.
+pub const URI_ANNOTATION: &str = "modelcommons.dev/model-uri";
+/// The annotation holding the hash of what the operator last applied to a child.
+pub const APPLIED_ANNOTATION: &str = "modelcommons.dev/applied-hash";
+/// The pod label telling the stable revision's pods from the canary's.
+pub const ROLE: &str = "modelcommons.dev/role";
+
+/// How replicas split between the stable and the canary revision for `percent` of traffic:
+/// ⌈total × percent / 100⌉ canary replicas (none at 0 %), the rest stable (at least one).
+pub fn split_replicas(total: u32, percent: u32) -> (u32, u32) {
+    let total = total.max(1);
+    if percent == 0 {
+        return (total, 0);
+    }
+    let canary = (total * percent.min(100)).div_ceil(100).clamp(1, total);
+    let stable = (total - canary).max(1);
+    (stable, canary)
+}
+
+/// The HorizontalPodAutoscaler of the stable Deployment.
+pub fn autoscaler(
+    md: &ModelDeployment,
+    a: &modelcommons_crds::deployment::Autoscaling,
+) -> serde_json::Value {
+    let name = md.name_any();
+    json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": md.namespace().unwrap_or_default(),
+            "labels": {LABEL_MANAGED_BY: "modelcommons-operator", LABEL_INSTANCE: name},
+            "ownerReferences": [owner(md)]},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            // HPAs cannot scale to zero without the HPAScaleToZero feature gate.
+            "minReplicas": a.min_replicas.max(1),
+            "maxReplicas": a.max_replicas,
+            "metrics": [{"type": "Pods", "pods": {
+                "metric": {"name": "modelcommons_serve_http_requests_in_flight"},
+                "target": {"type": "AverageValue", "averageValue": a.target_concurrency.unwrap_or(8).to_string()}}}]
+        }
     })
+}
+
+/// The hash of a child's desired content (what the operator writes).
+fn content_hash(v: &serde_json::Value) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(super::proposal::canonical_json(v).as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Server-side applies `desired` unless `existing` carries the same content hash. Returns the
+/// object as it is now.
+async fn apply_if_changed<K>(
+    api: &Api<K>,
+    name: &str,
+    existing: Option<K>,
+    mut desired: serde_json::Value,
+) -> Result<K, Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let hash = content_hash(&desired);
+    if let Some(e) = existing
+        && e.annotations().get(APPLIED_ANNOTATION) == Some(&hash)
+    {
+        return Ok(e);
+    }
+    desired["metadata"]["annotations"][APPLIED_ANNOTATION] = json!(hash);
+    Ok(api
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await?)
+}
+
+fn availability(d: &Deployment, want: u32) -> (u32, bool) {
+    let st = d.status.clone().unwrap_or_default();
+    let ready = u32::try_from(st.available_replicas.unwrap_or(0).max(0)).unwrap_or(0);
+    let current = st.observed_generation >= d.metadata.generation
+        && u32::try_from(st.updated_replicas.unwrap_or(0).max(0)).unwrap_or(0) >= want;
+    (ready, current)
 }
 
 /// Reconciles one ModelDeployment.
@@ -274,60 +390,165 @@ async fn reconcile_inner(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<
             requeue = Action::requeue(ctx.config.recheck);
         }
         Ok(model) => {
-            let pp = PatchParams::apply(FIELD_MANAGER).force();
-            let dep = server_deployment(&md, &ctx.config.trainer_image, &model);
             let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-            let applied = deployments.patch(&name, &pp, &Patch::Apply(&dep)).await?;
+            let canary_name = format!("{name}-canary");
+            let stable = deployments.get_opt(&name).await?;
+            let canary = deployments.get_opt(&canary_name).await?;
+            let served = |d: &Option<Deployment>| {
+                d.as_ref().and_then(|d| {
+                    let a = d.annotations();
+                    Some(Resolved {
+                        uri: a.get(URI_ANNOTATION)?.clone(),
+                        digest: a.get(DIGEST_ANNOTATION)?.clone(),
+                    })
+                })
+            };
+            let stable_model = served(&stable);
+            let total = replicas(&md.spec);
+            let percent = md
+                .spec
+                .canary
+                .as_ref()
+                .map(|c| c.traffic_percent)
+                .filter(|p| *p < 100);
+            let image = &ctx.config.trainer_image;
+            let hpa_managed = md.spec.autoscaling.is_some();
+            let short = |d: &str| d.chars().take(12).collect::<String>();
+            let (phase, ok, reason, message, ready, want);
+            match (percent, stable_model.clone()) {
+                (Some(pct), Some(old)) if old.digest != model.digest => {
+                    // Canary: the stable revision keeps serving beside the new one.
+                    let (n_stable, n_canary) = split_replicas(total, pct);
+                    let s_desired = server_deployment(&md, image, &old, &name, Some(n_stable));
+                    let s = apply_if_changed(&deployments, &name, stable, s_desired).await?;
+                    let c_desired =
+                        server_deployment(&md, image, &model, &canary_name, Some(n_canary));
+                    let c = apply_if_changed(&deployments, &canary_name, canary, c_desired).await?;
+                    let (rs, cs) = (availability(&s, n_stable), availability(&c, n_canary));
+                    ready = rs.0 + cs.0;
+                    want = n_stable + n_canary;
+                    body["previousRevision"] = json!(old.digest);
+                    let split = format!(
+                        "{n_canary} of {want} replicas (~{pct}% of traffic) serve revision {} beside {} on {}",
+                        short(&model.digest),
+                        n_stable,
+                        short(&old.digest)
+                    );
+                    (phase, ok, reason, message) =
+                        if rs.1 && cs.1 && rs.0 >= n_stable && cs.0 >= n_canary {
+                            (
+                                ModelDeploymentPhase::Ready,
+                                true,
+                                "CanaryServing",
+                                format!(
+                                    "{split}; set spec.canary.trafficPercent to 100 to promote it"
+                                ),
+                            )
+                        } else {
+                            (
+                                ModelDeploymentPhase::Rolling,
+                                false,
+                                "CanaryStarting",
+                                format!("starting the canary: {split}"),
+                            )
+                        };
+                }
+                _ => {
+                    // One revision: the stable Deployment serves the model (promoting a canary).
+                    let s_desired = server_deployment(
+                        &md,
+                        image,
+                        &model,
+                        &name,
+                        (!hpa_managed).then_some(total),
+                    );
+                    let s = apply_if_changed(&deployments, &name, stable, s_desired).await?;
+                    if canary.is_some() {
+                        deployments
+                            .delete(&canary_name, &Default::default())
+                            .await?;
+                        let recorder = ctx.recorder.clone();
+                        let reference = md.object_ref(&());
+                        let note =
+                            format!("revision {} promoted to all replicas", short(&model.digest));
+                        tokio::spawn(async move {
+                            let e = kube::runtime::events::Event {
+                                type_: kube::runtime::events::EventType::Normal,
+                                reason: "Promoted".into(),
+                                note: Some(note),
+                                action: "Promote".into(),
+                                secondary: None,
+                            };
+                            recorder.publish(&e, &reference).await.ok();
+                        });
+                    }
+                    let replaced = stable_model.as_ref().filter(|m| m.digest != model.digest);
+                    if let Some(old) = replaced {
+                        body["previousRevision"] = json!(old.digest);
+                    }
+                    want = if hpa_managed {
+                        s.spec
+                            .as_ref()
+                            .and_then(|sp| sp.replicas)
+                            .map_or(total, |r| u32::try_from(r.max(1)).unwrap_or(1))
+                    } else {
+                        total
+                    };
+                    let (r, current) = availability(&s, want);
+                    ready = r;
+                    let rev = short(&model.digest);
+                    (phase, ok, reason, message) = if current && ready >= want {
+                        (
+                            ModelDeploymentPhase::Ready,
+                            true,
+                            "Serving",
+                            format!("{ready}/{want} replicas serve revision {rev}"),
+                        )
+                    } else if ready > 0 && !current {
+                        (
+                            ModelDeploymentPhase::Rolling,
+                            false,
+                            "Rolling",
+                            format!("rolling out revision {rev}"),
+                        )
+                    } else if ready > 0 {
+                        (
+                            ModelDeploymentPhase::Degraded,
+                            false,
+                            "ReplicasUnavailable",
+                            format!(
+                                "{ready}/{want} replicas available; see `kubectl describe deployment {name}`"
+                            ),
+                        )
+                    } else {
+                        (
+                            ModelDeploymentPhase::Rolling,
+                            false,
+                            "Starting",
+                            format!("waiting for the first of {want} replicas to load the model"),
+                        )
+                    };
+                }
+            }
             let svc = json!({"apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": name, "namespace": ns, "labels": {LABEL_MANAGED_BY: "modelcommons-operator", LABEL_INSTANCE: name},
                     "ownerReferences": [owner(&md)]},
                 "spec": {"selector": {LABEL_INSTANCE: name, "app.kubernetes.io/name": "modelcommons-server"},
                     "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}});
-            Api::<Service>::namespaced(ctx.client.clone(), &ns)
-                .patch(&name, &pp, &Patch::Apply(&svc))
-                .await?;
-            let want = replicas(&md.spec);
-            let st = applied.status.unwrap_or_default();
-            let ready = st.available_replicas.unwrap_or(0).max(0) as u32;
-            let current = st.observed_generation >= applied.metadata.generation
-                && st.updated_replicas.unwrap_or(0) as u32 >= want;
-            let (phase, ok, reason, message) = if current && ready >= want {
-                (
-                    ModelDeploymentPhase::Ready,
-                    true,
-                    "Serving",
-                    format!(
-                        "{ready}/{want} replicas serve revision {}",
-                        &model.digest[..12.min(model.digest.len())]
-                    ),
-                )
-            } else if ready > 0 && !current {
-                (
-                    ModelDeploymentPhase::Rolling,
-                    false,
-                    "Rolling",
-                    format!(
-                        "rolling out revision {}",
-                        &model.digest[..12.min(model.digest.len())]
-                    ),
-                )
-            } else if ready > 0 {
-                (
-                    ModelDeploymentPhase::Degraded,
-                    false,
-                    "ReplicasUnavailable",
-                    format!(
-                        "{ready}/{want} replicas available; see `kubectl describe deployment {name}`"
-                    ),
-                )
-            } else {
-                (
-                    ModelDeploymentPhase::Rolling,
-                    false,
-                    "Starting",
-                    format!("waiting for the first of {want} replicas to load the model"),
-                )
-            };
+            let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+            let existing = services.get_opt(&name).await?;
+            apply_if_changed(&services, &name, existing, svc).await?;
+            let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
+            let existing = hpas.get_opt(&name).await?;
+            match &md.spec.autoscaling {
+                Some(a) => {
+                    apply_if_changed(&hpas, &name, existing, autoscaler(&md, a)).await?;
+                }
+                None if existing.is_some() => {
+                    hpas.delete(&name, &Default::default()).await?;
+                }
+                None => {}
+            }
             set_condition(&mut conds, READY, ok, reason, &message, generation, now());
             body["phase"] = json!(phase);
             body["url"] = json!(format!("http://{name}.{ns}.svc/v1"));
@@ -341,6 +562,12 @@ async fn reconcile_inner(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<
         }
     }
     body["conditions"] = json!(conds);
+    // The revision served before the newest one stays known after its promotion.
+    if body.get("previousRevision").is_none()
+        && let Some(p) = md.status.as_ref().and_then(|s| s.previous_revision.clone())
+    {
+        body["previousRevision"] = json!(p);
+    }
     let current = serde_json::to_value(md.status.clone().unwrap_or_default())?;
     let changed = body
         .as_object()
@@ -363,6 +590,14 @@ fn error_policy(_md: Arc<ModelDeployment>, err: &Error, _ctx: Arc<Context>) -> A
     Action::requeue(Duration::from_secs(5))
 }
 
+/// The controller reads a server Deployment's annotations and status; its pod template stays
+/// out of the cache.
+fn trim_deployment(d: &mut Deployment) {
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = Default::default();
+    }
+}
+
 /// Runs the controller until the stream ends.
 pub async fn run(ctx: Context) {
     let client = ctx.client.clone();
@@ -378,22 +613,33 @@ pub async fn run(ctx: Context) {
             Api::all(client.clone()),
         ),
     };
-    let controller = Controller::new(mds, watcher::Config::default());
-    let store = controller.store();
-    controller
-        .owns(deps, watcher::Config::default().labels(LABEL_INSTANCE))
-        .watches(ftjs, watcher::Config::default(), move |f: FineTuneJob| {
-            let ns = f.namespace();
-            store
-                .state()
-                .into_iter()
-                .filter(|m| {
-                    m.namespace() == ns
-                        && m.spec.model_ref.fine_tune_job.as_deref() == Some(f.name_any().as_str())
-                })
-                .map(|m| ObjectRef::from_obj(&*m))
-                .collect::<Vec<_>>()
-        })
+    let wc = watcher::Config::default;
+    let (store, writer) = reflector::store();
+    let (_deps, deps_writer) = reflector::store();
+    let (_ftjs, ftjs_writer) = reflector::store();
+    Controller::for_stream(cached(mds, wc(), writer, keep), store.clone())
+        .owns_stream(cached(
+            deps,
+            wc().labels(LABEL_INSTANCE),
+            deps_writer,
+            trim_deployment,
+        ))
+        .watches_stream(
+            cached(ftjs, wc(), ftjs_writer, keep),
+            move |f: FineTuneJob| {
+                let ns = f.namespace();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|m| {
+                        m.namespace() == ns
+                            && m.spec.model_ref.fine_tune_job.as_deref()
+                                == Some(f.name_any().as_str())
+                    })
+                    .map(|m| ObjectRef::from_obj(&*m))
+                    .collect::<Vec<_>>()
+            },
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, Arc::new(ctx))
         .for_each(super::log_result)

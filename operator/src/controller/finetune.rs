@@ -16,7 +16,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use modelcommons_crds::common::{Direction, MetricTarget};
 use modelcommons_crds::conditions::{READY, set_condition};
@@ -444,15 +445,39 @@ fn desired_conditions(ftj: &FineTuneJob, sets: &[(&str, bool, &str, &str)]) -> V
 }
 
 /// Reconciles one FineTuneJob (timed and counted in the metrics).
-pub async fn reconcile(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(ftj: Arc<FineTuneJob>, c: Arc<Caches>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let res = reconcile_inner(ftj, ctx.clone()).await;
+    let ctx = &c.ctx;
+    let res = reconcile_inner(ftj, &c).await;
     ctx.metrics
         .observe("FineTuneJob", res.is_ok(), started.elapsed().as_secs_f64());
     res
 }
 
-async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// What the FineTuneJob controller reads instead of asking the API server: the watched
+/// proposals, Datanets and trainer Jobs (kept current by their watches).
+#[derive(Clone, Debug)]
+pub struct Caches {
+    /// The shared context.
+    pub ctx: Context,
+    proposals: Store<ModelProposal>,
+    datanets: Store<Datanet>,
+    jobs: Store<Job>,
+}
+
+impl Caches {
+    /// Whether every cache has been filled by its first list: before that a cache is empty,
+    /// and "no Job yet" would be wrong.
+    fn ready(&self) -> bool {
+        use futures::FutureExt;
+        self.proposals.wait_until_ready().now_or_never().is_some()
+            && self.datanets.wait_until_ready().now_or_never().is_some()
+            && self.jobs.wait_until_ready().now_or_never().is_some()
+    }
+}
+
+async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Error> {
+    let ctx = &c.ctx;
     let ns = ftj
         .namespace()
         .ok_or_else(|| Error::Invalid("FineTuneJob without a namespace".into()))?;
@@ -466,13 +491,23 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Act
         }
         _ => {}
     }
-    let proposals: Api<ModelProposal> = Api::namespaced(client.clone(), &ns);
-    let datanets: Api<Datanet> = Api::namespaced(client.clone(), &ns);
-    let proposal = proposals.get_opt(&ftj.spec.proposal_ref.name).await?;
-    let datanet = datanets.get_opt(&ftj.spec.datanet_ref.name).await?;
+    if !c.ready() {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    let proposal = c
+        .proposals
+        .get(&ObjectRef::new(&ftj.spec.proposal_ref.name).within(&ns))
+        .map(|p| (*p).clone());
+    let datanet = c
+        .datanets
+        .get(&ObjectRef::new(&ftj.spec.datanet_ref.name).within(&ns))
+        .map(|d| (*d).clone());
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let name = child_name(&ftj);
-    let existing = jobs.get_opt(&name).await?;
+    let existing = c
+        .jobs
+        .get(&ObjectRef::new(&name).within(&ns))
+        .map(|j| (*j).clone());
     let recheck = Action::requeue(ctx.config.recheck);
 
     let admitted = match (
@@ -494,7 +529,7 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Act
                 ),
                 extra: json!({}),
             };
-            write_status(&ftj, &ctx, d, Some(("Gated", gate.reason, &gate.message))).await?;
+            write_status(&ftj, ctx, d, Some(("Gated", gate.reason, &gate.message))).await?;
             return Ok(recheck);
         }
     };
@@ -502,25 +537,8 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Act
     let job = match existing {
         Some(j) => j,
         None => {
-            apply_children(&ftj, &ctx, &admitted).await?;
-            let j = jobs.get(&name).await?;
-            ctx.recorder
-                .publish(
-                    &Event {
-                        type_: EventType::Normal,
-                        reason: "TrainerJobCreated".into(),
-                        note: Some(format!(
-                            "Job {name}: {} worker(s), dataset version {}",
-                            ftj.spec.resources.workers.max(1),
-                            admitted.dataset_version
-                        )),
-                        action: "Create".into(),
-                        secondary: None,
-                    },
-                    &ftj.object_ref(&()),
-                )
-                .await
-                .ok();
+            let j = apply_children(&ftj, ctx, &admitted).await?;
+            tracing::info!(job = %name, dataset_version = admitted.dataset_version, "trainer Job created");
             j
         }
     };
@@ -629,7 +647,7 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Act
             extra["result"] = json!({"targetsMet": met});
             let mut ledger_note = None;
             if let Some(h) = &ctx.ledger {
-                match record_training(&ftj, proposal.as_ref(), &admitted, met, h, &ctx).await {
+                match record_training(&ftj, proposal.as_ref(), &admitted, met, h, ctx).await {
                     Ok(tx) => extra["chain"] = json!({"txHash": tx}),
                     Err(e) => ledger_note = Some(e.to_string()),
                 }
@@ -653,7 +671,7 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Act
                     ),
                     extra,
                 };
-                write_status(&ftj, &ctx, d, None).await?;
+                write_status(&ftj, ctx, d, None).await?;
                 return Ok(Action::requeue(Duration::from_secs(5)));
             }
             let (phase, reason, message) = if met {
@@ -745,7 +763,7 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, ctx: Arc<Context>) -> Result<Act
             }
         }
     };
-    write_status(&ftj, &ctx, d, None).await?;
+    write_status(&ftj, ctx, d, None).await?;
     Ok(requeue)
 }
 
@@ -826,7 +844,7 @@ async fn apply_children(
     ftj: &FineTuneJob,
     ctx: &Context,
     admitted: &Admitted,
-) -> Result<(), Error> {
+) -> Result<Job, Error> {
     let ns = ftj.namespace().unwrap_or_default();
     let name = child_name(ftj);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -840,27 +858,34 @@ async fn apply_children(
             "dataset.json": serde_json::to_string(&json!({"version": admitted.dataset_version, "root": admitted.dataset_root, "uri": admitted.dataset_uri}))?,
         }
     });
-    Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
-        .patch(&name, &pp, &Patch::Apply(&config))
-        .await?;
-    if ftj.spec.resources.workers > 1 {
-        let svc = json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner(ftj)]},
-            "spec": {"clusterIP": "None", "publishNotReadyAddresses": true,
-                "selector": {LABEL_INSTANCE: ftj.name_any()},
-                "ports": [{"name": "rendezvous", "port": 29500}]}
-        });
-        Api::<Service>::namespaced(ctx.client.clone(), &ns)
-            .patch(&name, &pp, &Patch::Apply(&svc))
-            .await?;
-    }
+    // The three children do not depend on each other: one round trip, not three.
+    let configmaps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns);
+    let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
     let suspend = ftj.spec.run_policy.suspend || ftj.spec.run_policy.queue_name.is_some();
     let job = trainer_job(ftj, &ctx.config.trainer_image, admitted, suspend);
-    Api::<Job>::namespaced(ctx.client.clone(), &ns)
-        .patch(&name, &pp, &Patch::Apply(&job))
-        .await?;
-    Ok(())
+    let svc = (ftj.spec.resources.workers > 1).then(|| json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner(ftj)]},
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": true,
+            "selector": {LABEL_INSTANCE: ftj.name_any()},
+            "ports": [{"name": "rendezvous", "port": 29500}]}
+    }));
+    let (config, job) = (Patch::Apply(&config), Patch::Apply(&job));
+    let (_, _, job) = futures::try_join!(
+        configmaps.patch(&name, &pp, &config),
+        async {
+            match &svc {
+                Some(svc) => services
+                    .patch(&name, &pp, &Patch::Apply(svc))
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        },
+        jobs.patch(&name, &pp, &job),
+    )?;
+    Ok(job)
 }
 
 /// Writes the status when it differs from what is there; an event on phase changes.
@@ -903,33 +928,84 @@ async fn write_status(
             Some((_, reason, message)) => {
                 (EventType::Warning, reason.to_string(), message.to_string())
             }
-            None => (
-                EventType::Normal,
-                format!("{:?}", d.phase),
-                format!("phase {:?}", d.phase),
-            ),
+            None => {
+                let ready = d.conditions.iter().find(|c| c.type_ == READY);
+                let note = match (body.get("jobName").and_then(|j| j.as_str()), ready) {
+                    (Some(job), Some(c)) => format!("{} (Job {job})", c.message),
+                    (None, Some(c)) => c.message.clone(),
+                    _ => format!("phase {:?}", d.phase),
+                };
+                (EventType::Normal, format!("{:?}", d.phase), note)
+            }
         };
-        ctx.recorder
-            .publish(
-                &Event {
-                    type_,
-                    reason,
-                    note: Some(note),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                },
-                &ftj.object_ref(&()),
-            )
-            .await
-            .ok();
+        // Published in the background: an event never delays the status.
+        let recorder = ctx.recorder.clone();
+        let reference = ftj.object_ref(&());
+        tokio::spawn(async move {
+            let event = Event {
+                type_,
+                reason,
+                note: Some(note),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            recorder.publish(&event, &reference).await.ok();
+        });
     }
     Ok(())
 }
 
-fn error_policy(_ftj: Arc<FineTuneJob>, err: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(_ftj: Arc<FineTuneJob>, err: &Error, _ctx: Arc<Caches>) -> Action {
     tracing::warn!(error = %err, "FineTuneJob reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
+
+/// Drops what no reconcile reads (managed fields, the last-applied annotation) before an
+/// object enters a cache: a good part of a typical object, times every object watched.
+pub(crate) fn slim<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+    if let Some(a) = o.meta_mut().annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// A watch of `api` that keeps `writer`'s cache (objects slimmed by `trim` first) and yields
+/// every object it touches.
+pub(crate) fn cached<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    trim: fn(&mut K),
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(api, wc)
+        .default_backoff()
+        .modify(move |o| {
+            slim(o);
+            trim(o);
+        })
+        .reflect(writer)
+        .touched_objects()
+}
+
+/// What the controllers read of a Job is its status, `suspend` and metadata: the pod template
+/// (args, env, volumes — most of a trainer Job) stays out of the cache.
+pub(crate) fn trim_job(j: &mut Job) {
+    if let Some(spec) = j.spec.as_mut() {
+        spec.template = Default::default();
+    }
+}
+
+/// No trimming beyond [`slim`].
+pub(crate) fn keep<K>(_: &mut K) {}
 
 /// Runs the controller until the stream ends.
 pub async fn run(ctx: Context) {
@@ -948,15 +1024,28 @@ pub async fn run(ctx: Context) {
             Api::all(client.clone()),
         ),
     };
-    let controller = Controller::new(ftjs, watcher::Config::default());
-    let store = controller.store();
-    let by_proposal = store.clone();
-    let by_datanet = store;
-    controller
-        .owns(jobs, watcher::Config::default().labels(LABEL_INSTANCE))
-        .watches(
-            proposals,
-            watcher::Config::default(),
+    let wc = watcher::Config::default;
+    let (ftj_store, ftj_writer) = reflector::store();
+    let (proposal_store, proposal_writer) = reflector::store();
+    let (datanet_store, datanet_writer) = reflector::store();
+    let (job_store, job_writer) = reflector::store();
+    let by_proposal = ftj_store.clone();
+    let by_datanet = ftj_store.clone();
+    let caches = Caches {
+        ctx,
+        proposals: proposal_store,
+        datanets: datanet_store,
+        jobs: job_store,
+    };
+    Controller::for_stream(cached(ftjs, wc(), ftj_writer, keep), ftj_store)
+        .owns_stream(cached(
+            jobs,
+            wc().labels(LABEL_INSTANCE),
+            job_writer,
+            trim_job,
+        ))
+        .watches_stream(
+            cached(proposals, wc(), proposal_writer, keep),
             move |p: ModelProposal| {
                 let ns = p.namespace();
                 by_proposal
@@ -967,17 +1056,20 @@ pub async fn run(ctx: Context) {
                     .collect::<Vec<_>>()
             },
         )
-        .watches(datanets, watcher::Config::default(), move |d: Datanet| {
-            let ns = d.namespace();
-            by_datanet
-                .state()
-                .into_iter()
-                .filter(|f| f.namespace() == ns && f.spec.datanet_ref.name == d.name_any())
-                .map(|f| ObjectRef::from_obj(&*f))
-                .collect::<Vec<_>>()
-        })
+        .watches_stream(
+            cached(datanets, wc(), datanet_writer, keep),
+            move |d: Datanet| {
+                let ns = d.namespace();
+                by_datanet
+                    .state()
+                    .into_iter()
+                    .filter(|f| f.namespace() == ns && f.spec.datanet_ref.name == d.name_any())
+                    .map(|f| ObjectRef::from_obj(&*f))
+                    .collect::<Vec<_>>()
+            },
+        )
         .shutdown_on_signal()
-        .run(reconcile, error_policy, Arc::new(ctx))
+        .run(reconcile, error_policy, Arc::new(caches))
         .for_each(super::log_result)
         .await;
 }

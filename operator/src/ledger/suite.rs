@@ -191,3 +191,32 @@ impl Ledger {
         })
     }
 }
+
+impl Ledger {
+    /// Transfers `whole` OPEN (whole tokens, 10^18 base units each) from this ledger's account
+    /// to `to`, and waits for it to be mined.
+    pub async fn fund_open(&self, suite: &SuiteAddresses, to: Address, whole: U256) -> Result<()> {
+        let unit = U256::from(10u64).pow(U256::from(18u64));
+        mined(
+            OpenToken::new(suite.open, &self.provider).transfer(to, whole * unit),
+            "OpenToken",
+            "transfer",
+            suite.open,
+        )
+        .await
+    }
+}
+
+/// Parses `ADDRESS=OPEN` (an account and a whole number of OPEN), as `--fund` takes it.
+pub fn parse_fund(spec: &str) -> std::result::Result<(Address, U256), String> {
+    let (addr, amount) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("{spec}: --fund takes ADDRESS=OPEN"))?;
+    let addr: Address = addr
+        .parse()
+        .map_err(|_| format!("{addr} is not an address"))?;
+    let amount: U256 = amount
+        .parse()
+        .map_err(|_| format!("{amount} is not a whole number of OPEN"))?;
+    Ok((addr, amount))
+}
