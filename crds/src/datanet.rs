@@ -250,8 +250,8 @@ pub struct DatanetStatus {
     /// The on-chain publication of this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainRecord>,
-    /// What the last curation Job found, written by the Job itself (field manager
-    /// `modelcommons.dev/curator`); the operator publishes it and then it becomes the version.
+    /// What the last curation Job found (read from its pod's termination message); once the
+    /// operator has published it on chain it becomes the version above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub curation: Option<CurationResult>,
     /// Standard conditions (`Ready`, `LedgerSynced`, …).

@@ -199,10 +199,10 @@ async fn the_lifecycle_survives_sigkills_and_a_new_leader_finishes_it() {
     .unwrap();
     let job = job_of(&client, n, "clause-review-data").await;
     automine(&chain, false);
-    run_pod(
+    run_curation_pod(
+        &client,
         Path::new(env!("CARGO_BIN_EXE_modelcommons-operator")),
         &job,
-        cluster.kubeconfig(),
     )
     .await;
     killed.push(crash_during_write(&chain, &mut replicas, &client).await);

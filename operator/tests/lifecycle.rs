@@ -320,10 +320,22 @@ async fn the_lifecycle_runs_end_to_end() {
         .unwrap()
         .containers[0];
     assert_eq!(c.args.as_ref().unwrap()[0], "curate");
-    let out = run_pod(
+    assert_eq!(
+        job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .automount_service_account_token,
+        Some(false),
+        "the curation pod has no API access"
+    );
+    let out = run_curation_pod(
+        &client,
         Path::new(env!("CARGO_BIN_EXE_modelcommons-operator")),
         &job,
-        cluster.kubeconfig(),
     )
     .await;
     assert!(out.contains("version 1"), "{out}");

@@ -18,7 +18,7 @@ use axum::routing::get;
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use modelcommons_operator::controller::datanet::{CurateArgs, ManifestSource};
+use modelcommons_operator::controller::datanet::CurateArgs;
 use modelcommons_operator::controller::lease::{self, LeaseConfig};
 use modelcommons_operator::controller::{
     Config, Context, GovernanceDefaults, LedgerHandle, datanet, deployment, finetune, proposal,
@@ -75,31 +75,27 @@ struct BootstrapCli {
 
 #[derive(Debug, clap::Args)]
 struct CurateCli {
-    /// The Datanet's namespace.
-    #[arg(long)]
-    namespace: String,
-    /// The Datanet's name.
+    /// The Datanet, `<namespace>/<name>` (what contributors signed for).
     #[arg(long)]
     datanet: String,
     /// The version being curated.
     #[arg(long)]
     version: u32,
-    /// The manifest as a `file://` or `http(s)://` URI.
-    #[arg(
-        long,
-        conflicts_with = "manifest_configmap",
-        required_unless_present = "manifest_configmap"
-    )]
-    manifest: Option<String>,
-    /// The manifest as `<configmap>/<key>` in the Datanet's namespace.
+    /// The Datanet's spec as JSON (the operator sets it in the curation pod's environment).
+    #[arg(long, env = "MODELCOMMONS_DATANET_SPEC", hide_env_values = true)]
+    spec: String,
+    /// The manifest: a `file://` (a mounted ConfigMap) or `http(s)://` URI.
     #[arg(long)]
-    manifest_configmap: Option<String>,
+    manifest: String,
     /// Where the curated dataset and the report go: `file:///dir` or `pvc://claim/dir`.
     #[arg(long)]
     artifact_store: String,
-    /// The directory `file://` contribution URIs resolve under.
+    /// The directory `file://` URIs resolve under.
     #[arg(long, default_value = "/")]
     data_root: std::path::PathBuf,
+    /// Where the result (JSON) is written: the pod's termination message by default.
+    #[arg(long, default_value = "/dev/termination-log")]
+    result_file: std::path::PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -176,10 +172,6 @@ struct RunArgs {
         default_value = "pvc://modelcommons-artifacts"
     )]
     artifact_store: String,
-    /// The service account curation Jobs run as (it needs get on Datanets and ConfigMaps and
-    /// patch on datanets/status).
-    #[arg(long, env = "MODELCOMMONS_CURATOR_SERVICE_ACCOUNT")]
-    curator_service_account: Option<String>,
     /// Seconds between looks at objects waiting on the chain or on a gate.
     #[arg(long, default_value_t = 30)]
     recheck_seconds: u64,
@@ -247,33 +239,20 @@ async fn bootstrap(args: BootstrapCli) -> anyhow::Result<()> {
 }
 
 async fn curate(cli: CurateCli) -> anyhow::Result<()> {
-    let manifest = match (cli.manifest, cli.manifest_configmap) {
-        (Some(u), _) => ManifestSource::Uri(u),
-        (None, Some(cm)) => {
-            let (name, key) = cm
-                .split_once('/')
-                .context("--manifest-configmap must be <configmap>/<key>")?;
-            ManifestSource::ConfigMap {
-                name: name.into(),
-                key: key.into(),
-            }
-        }
-        (None, None) => anyhow::bail!("give --manifest or --manifest-configmap"),
-    };
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let spec = serde_json::from_str(&cli.spec)
+        .context("--spec / MODELCOMMONS_DATANET_SPEC is not a Datanet spec (JSON)")?;
     let args = CurateArgs {
-        namespace: cli.namespace,
-        name: cli.datanet,
+        datanet: cli.datanet,
+        spec,
         version: cli.version,
-        manifest,
+        manifest: cli.manifest,
         artifact_store: cli.artifact_store,
         data_root: cli.data_root,
+        result_file: cli.result_file,
     };
-    let report = datanet::curate_job(client, &args)
+    let (report, _) = datanet::curate_job(&args)
         .await
-        .with_context(|| format!("curating Datanet {}/{}", args.namespace, args.name))?;
+        .with_context(|| format!("curating Datanet {}", args.datanet))?;
     let c = &report.counts;
     println!(
         "version {}: {} contributions, {} accepted, {} rejected {:?}; dataset root {}, reward root {}",
@@ -352,7 +331,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             namespace: args.namespace.clone(),
             operator_image: args.operator_image.clone(),
             artifact_store: args.artifact_store.clone(),
-            curator_service_account: args.curator_service_account.clone(),
             recheck: Duration::from_secs(args.recheck_seconds.max(1)),
             result_grace: Duration::from_secs(args.result_grace_seconds),
             governance: GovernanceDefaults {

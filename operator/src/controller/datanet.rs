@@ -4,8 +4,11 @@
 //! `http(s)://` URI) and takes its sha256: a manifest it has not published yet is a new
 //! version. It runs curation as a Job of its own image (`modelcommons-operator curate`), which
 //! fetches and checks every contribution (see [`crate::curate`]), writes the curated dataset
-//! and the curation report content-addressed to the artifact store, and reports the result in
-//! the Datanet's `status.curation` under its own field manager. The operator then publishes the
+//! and the curation report content-addressed to the artifact store, and reports the result as
+//! its termination message. The curation pod needs no Kubernetes API access at all (no service
+//! account token is mounted): its Datanet spec comes in an environment variable, a ConfigMap
+//! manifest as a mounted volume. The operator reads the result from the finished pod, keeps it
+//! in `status.curation`, then publishes the
 //! version on chain — a RewardDistributor distribution whose root is the reward root, funded
 //! with the pool — and the Datanet becomes `Ready` with counts by reason, both roots, the
 //! artifact URIs and the transaction. A bad contribution is an outcome, never a failure.
@@ -24,7 +27,7 @@ use alloy::providers::Provider;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -42,8 +45,12 @@ use crate::curate::{self, AnyFetch, CurationReport, Fetch};
 use crate::ledger::ids::datanet_version_id;
 use crate::ledger::mirror::{PublishDistribution, Write};
 
-/// The field manager the curation Job reports under.
-pub const CURATOR_FIELD_MANAGER: &str = "modelcommons.dev/curator";
+/// The environment variable that carries the Datanet's spec (JSON) into the curation pod.
+pub const SPEC_ENV: &str = "MODELCOMMONS_DATANET_SPEC";
+/// Where a ConfigMap manifest is mounted in the curation pod.
+pub const MANIFEST_DIR: &str = "/etc/modelcommons/manifest";
+/// Where the curation pod writes its result (Kubernetes' default termination message path).
+pub const RESULT_FILE: &str = "/dev/termination-log";
 /// How long contributors may claim a version's rewards: 90 days.
 pub const CLAIM_WINDOW_SECONDS: u64 = 90 * 24 * 3600;
 /// Distribution kind of a Datanet version (RewardDistributor.Kind.Datanet).
@@ -183,12 +190,11 @@ impl ManifestSource {
         }
     }
 
-    fn args(&self) -> Vec<String> {
+    /// The manifest as the curation pod sees it: a ConfigMap mounted under [`MANIFEST_DIR`].
+    fn uri_in_pod(&self) -> String {
         match self {
-            Self::ConfigMap { name, key } => {
-                vec!["--manifest-configmap".into(), format!("{name}/{key}")]
-            }
-            Self::Uri(u) => vec!["--manifest".into(), u.clone()],
+            Self::ConfigMap { key, .. } => format!("file://{MANIFEST_DIR}/{key}"),
+            Self::Uri(u) => u.clone(),
         }
     }
 }
@@ -196,38 +202,46 @@ impl ManifestSource {
 /// What `modelcommons-operator curate` is told.
 #[derive(Debug, Clone)]
 pub struct CurateArgs {
-    pub namespace: String,
-    pub name: String,
+    /// The Datanet's id, `<namespace>/<name>` (what contributors sign for).
+    pub datanet: String,
+    /// Its spec (format, curation, rewards).
+    pub spec: modelcommons_crds::datanet::DatanetSpec,
     pub version: u32,
-    pub manifest: ManifestSource,
+    /// The manifest: `file://` or `http(s)://`.
+    pub manifest: String,
     pub artifact_store: String,
-    /// The root `file://` contribution URIs resolve under (`/` in a pod).
+    /// The root `file://` URIs resolve under (`/` in a pod).
     pub data_root: PathBuf,
+    /// Where the result goes ([`RESULT_FILE`] in a pod).
+    pub result_file: PathBuf,
 }
 
-/// The curation Job's work: read the Datanet and the manifest, curate, write the artifacts,
-/// report the result in the Datanet's status. Returns the report.
-pub async fn curate_job(client: kube::Client, args: &CurateArgs) -> Result<CurationReport, Error> {
-    let api = Api::<Datanet>::namespaced(client.clone(), &args.namespace);
-    let dn = api.get(&args.name).await?;
-    let manifest = args
-        .manifest
-        .read(&client, &args.namespace, &args.data_root)
-        .await
-        .map_err(Error::Invalid)?;
+/// The curation Job's work: read the manifest, curate, write the artifacts and the result
+/// (JSON, well under the 4 KiB a termination message holds). Needs no Kubernetes API.
+pub async fn curate_job(args: &CurateArgs) -> Result<(CurationReport, CurationResult), Error> {
+    let (ns, name) = args.datanet.split_once('/').ok_or_else(|| {
+        Error::Invalid(format!(
+            "--datanet {}: expected <namespace>/<name>",
+            args.datanet
+        ))
+    })?;
     let fetch = AnyFetch::new(&args.data_root).map_err(|e| Error::Invalid(e.to_string()))?;
-    let id = format!("{}/{}", args.namespace, args.name);
+    let manifest = fetch
+        .fetch(&args.manifest, 64 * 1024 * 1024)
+        .await
+        .map_err(|e| Error::Invalid(format!("reading the manifest: {e}")))?;
+    let manifest = String::from_utf8(manifest)
+        .map_err(|_| Error::Invalid(format!("{}: the manifest is not UTF-8", args.manifest)))?;
     let report = curate::curate(
-        &id,
-        &dn.spec,
+        &args.datanet,
+        &args.spec,
         &manifest,
         &fetch,
         &curate::Options::default(),
     )
     .await
     .map_err(|e| Error::Invalid(e.to_string()))?;
-    let (dataset_uri, reward_map_uri) =
-        write_artifacts(&args.artifact_store, &args.namespace, &args.name, &report)?;
+    let (dataset_uri, reward_map_uri) = write_artifacts(&args.artifact_store, ns, name, &report)?;
     let result = CurationResult {
         version: args.version,
         manifest_sha256: report.manifest_sha256.clone(),
@@ -238,17 +252,24 @@ pub async fn curate_job(client: kube::Client, args: &CurateArgs) -> Result<Curat
         reward_map_uri,
         reward_total: report.rewards.allocated.to_string(),
     };
-    let patch = json!({
-        "apiVersion": Datanet::api_version(&()), "kind": Datanet::kind(&()),
-        "status": {"curation": result},
-    });
-    api.patch_status(
-        &args.name,
-        &PatchParams::apply(CURATOR_FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(report)
+    std::fs::write(&args.result_file, serde_json::to_vec(&result)?)
+        .map_err(io("writing the result to", &args.result_file))?;
+    Ok((report, result))
+}
+
+/// The result a finished curation pod left in its termination message.
+async fn pod_result(ctx: &Context, ns: &str, job: &str) -> Result<Option<CurationResult>, Error> {
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+        .await?;
+    Ok(pods
+        .items
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .filter(|t| t.exit_code == 0)
+        .find_map(|t| serde_json::from_str(t.message.as_deref()?).ok()))
 }
 
 fn job_name(dn: &Datanet, version: u32, digest: &str) -> String {
@@ -270,37 +291,43 @@ pub fn curation_job(
 ) -> serde_json::Value {
     let ns = dn.namespace().unwrap_or_default();
     let name = job_name(dn, version, digest);
-    let mut args = vec![
+    let args = vec![
         "curate".to_string(),
-        "--namespace".into(),
-        ns.clone(),
         "--datanet".into(),
-        dn.name_any(),
+        format!("{ns}/{}", dn.name_any()),
         "--version".into(),
         version.to_string(),
         "--artifact-store".into(),
         ctx.config.artifact_store.clone(),
+        "--manifest".into(),
+        source.uri_in_pod(),
     ];
-    args.extend(source.args());
-    let (vols, mounts) = volumes(&[ctx.config.artifact_store.as_str()]);
+    let (mut vols, mut mounts) = volumes(&[ctx.config.artifact_store.as_str()]);
+    if let ManifestSource::ConfigMap { name, key } = source {
+        vols.push(json!({"name": "manifest", "configMap": {"name": name, "items": [{"key": key, "path": key}]}}));
+        mounts.push(json!({"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": true}));
+    }
     let labels = json!({LABEL_MANAGED_BY: "modelcommons-operator", LABEL_INSTANCE: dn.name_any(),
         "modelcommons.dev/datanet-version": version.to_string()});
-    let mut pod = json!({
+    let pod = json!({
         "restartPolicy": "Never",
+        // The pod reads and writes files only; it needs no API access.
+        "automountServiceAccountToken": false,
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [{
             "name": "curate",
             "image": ctx.config.operator_image,
             "args": args,
+            "env": [{"name": SPEC_ENV, "value": serde_json::to_string(&dn.spec).unwrap_or_default()}],
             "volumeMounts": mounts,
+            "terminationMessagePath": RESULT_FILE,
+            "terminationMessagePolicy": "File",
             "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}},
             "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                 "capabilities": {"drop": ["ALL"]}},
         }],
         "volumes": vols,
     });
-    if let Some(sa) = &ctx.config.curator_service_account {
-        pod["serviceAccountName"] = json!(sa);
-    }
     json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": ns, "labels": labels,
@@ -549,6 +576,27 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
         }
     };
     let (state, failure) = job_state(&job);
+    let result = if state == JobState::Complete {
+        pod_result(ctx, &ns, &name).await?
+    } else {
+        None
+    };
+    if let Some(r) = result {
+        if r.version == version && r.manifest_sha256 == digest {
+            status.curation = Some(r);
+            // Published at once, in this reconcile.
+            return Box::pin(step(dn, ctx, status)).await;
+        }
+        return Ok(Shown::new(
+            DatanetPhase::Failed,
+            "CurationMismatch",
+            format!(
+                "the curation Job {name} reported version {} of manifest {}, not version {version} of {digest}; change the manifest to retry",
+                r.version, r.manifest_sha256
+            ),
+            None,
+        ));
+    }
     Ok(match state {
         JobState::Failed => {
             let (_, why) = failure.unwrap_or_default();
@@ -657,11 +705,7 @@ async fn reconcile_inner(dn: Arc<Datanet>, ctx: Arc<Context>) -> Result<Action, 
     };
     status.conditions = conditions;
     if status != current {
-        // The curator owns `curation`; the operator does not claim it.
-        let mut body = serde_json::to_value(&status)?;
-        if let Some(o) = body.as_object_mut() {
-            o.remove("curation");
-        }
+        let body = serde_json::to_value(&status)?;
         let patch = json!({"apiVersion": Datanet::api_version(&()), "kind": Datanet::kind(&()), "status": body});
         Api::<Datanet>::namespaced(ctx.client.clone(), &dn.namespace().unwrap_or_default())
             .patch_status(

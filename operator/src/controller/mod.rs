@@ -45,8 +45,6 @@ pub struct Config {
     /// Where curated datasets and reward maps are written, content-addressed: `file:///dir`
     /// or `pvc://claim/dir` (mounted into curation and trainer pods).
     pub artifact_store: String,
-    /// The service account curation Jobs run as (it may patch Datanet status).
-    pub curator_service_account: Option<String>,
     /// Governance defaults for proposals that set none.
     pub governance: GovernanceDefaults,
 }
@@ -88,7 +86,6 @@ impl Default for Config {
             result_grace: std::time::Duration::from_secs(300),
             operator_image: "ghcr.io/modelcommons/operator:0.1.0".into(),
             artifact_store: "pvc://modelcommons-artifacts".into(),
-            curator_service_account: None,
             governance: GovernanceDefaults::default(),
         }
     }

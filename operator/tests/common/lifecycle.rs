@@ -296,3 +296,90 @@ pub async fn delete_proposals(mps: &Api<ModelProposal>) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Plays the kubelet for a curation pod: mounts its ConfigMap volumes (writes their keys into
+/// a directory and points the args there), runs `binary` with the pod's args and env, the
+/// termination-message file redirected there too, and reports the message in the pod's status
+/// as a kubelet would. Returns the process's stdout.
+pub async fn run_curation_pod(client: &kube::Client, binary: &Path, job: &Job) -> String {
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    let ns = job.metadata.namespace.clone().unwrap();
+    let spec = job.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let c = &spec.containers[0];
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = c.args.clone().unwrap_or_default();
+    for v in spec.volumes.clone().unwrap_or_default() {
+        let Some(cm) = v.config_map else { continue };
+        let data = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get(&cm.name)
+            .await
+            .unwrap()
+            .data
+            .unwrap_or_default();
+        let at = dir.path().join(&v.name);
+        std::fs::create_dir_all(&at).unwrap();
+        for (k, text) in data {
+            std::fs::write(at.join(k), text).unwrap();
+        }
+        let mount = c
+            .volume_mounts
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| m.name == v.name)
+            .unwrap();
+        for a in &mut args {
+            *a = a.replace(&mount.mount_path, at.to_str().unwrap());
+        }
+    }
+    let result = dir.path().join("termination-log");
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args(&args).arg("--result-file").arg(&result);
+    for e in c.env.clone().unwrap_or_default() {
+        if let Some(v) = e.value {
+            cmd.env(e.name, v);
+        }
+    }
+    let out = cmd.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "curate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let message = std::fs::read_to_string(&result).unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let selector = format!(
+        "batch.kubernetes.io/job-name={}",
+        job.metadata.name.as_deref().unwrap()
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    let pod = loop {
+        let done = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"));
+        if let Some(p) = done {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the curation pod never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let status = json!({"status": {"containerStatuses": [{
+        "name": c.name, "image": c.image, "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": message}}}]}});
+    pods.patch_status(
+        pod.metadata.name.as_deref().unwrap(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Strategic(status),
+    )
+    .await
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
