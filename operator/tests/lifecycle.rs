@@ -574,6 +574,56 @@ async fn the_lifecycle_runs_end_to_end() {
     assert_eq!(body["object"], "chat.completion");
     server.kill().await.unwrap();
 
+    // 5. A new manifest makes a new version (the tampered entry dropped): curated, published.
+    let mut v2 = manifest.clone();
+    v2.contributions.retain(|c| c.id != "tampered");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), n);
+    cms.patch(
+        "clause-review-contributions",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            json!({"data": {"manifest.yaml": serde_yaml::to_string(&v2).unwrap()}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let job2 = loop {
+        let jobs = Api::<Job>::namespaced(client.clone(), n)
+            .list(&kube::api::ListParams::default().labels("modelcommons.dev/datanet-version=2"))
+            .await
+            .unwrap();
+        if let Some(j) = jobs.items.into_iter().next() {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "no curation Job for version 2");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    run_curation_pod(
+        &client,
+        Path::new(env!("CARGO_BIN_EXE_modelcommons-operator")),
+        &job2,
+    )
+    .await;
+    let d2 = wait(&dns, "clause-review-data", "version 2 Ready", |d| {
+        d.status
+            .as_ref()
+            .is_some_and(|s| s.version == Some(2) && s.phase == Some(DatanetPhase::Ready))
+    })
+    .await;
+    let c2 = d2.status.unwrap().counts.unwrap();
+    assert_eq!((c2.total, c2.accepted, c2.rejected), (8, 5, 3), "{c2:?}");
+    assert_eq!(
+        distributor
+            .distributions(datanet_version_id(&d.uid().unwrap(), 2))
+            .call()
+            .await
+            .unwrap()
+            .total,
+        500_000_000_000_000_000_000u128,
+        "version 2 funded with its own pool"
+    );
+
     // Exactly one on-chain record per write.
     assert_eq!(
         registry
@@ -593,7 +643,15 @@ async fn the_lifecycle_runs_end_to_end() {
             .await
             .unwrap()
             .len(),
-        1
+        2,
+        "one publication per version"
+    );
+    // The writes are in the operator's metrics.
+    let metrics = ctx.metrics.encode();
+    assert!(ctx.metrics.ledger_gas.get() > 0, "{metrics}");
+    assert!(
+        metrics.contains(r#"modelcommons_operator_ledger_writes_total{method="ModelRegistry.register",result="ok"} 1"#),
+        "{metrics}"
     );
     delete_proposals(&mps).await;
     for c in controllers {

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub ledger_writes: Family<LedgerLabels, Counter>,
     /// Chain writes sent and not yet confirmed.
     pub ledger_pending: Gauge,
+    /// Gas used by the operator's mined chain writes.
+    pub ledger_gas: Counter,
     registry: Registry,
 }
 
@@ -79,12 +81,19 @@ impl Default for Metrics {
             "Chain writes sent and not yet confirmed",
             ledger_pending.clone(),
         );
+        let ledger_gas = Counter::default();
+        registry.register(
+            "ledger_gas",
+            "Gas used by the operator's mined chain writes",
+            ledger_gas.clone(),
+        );
         Self {
             reconciles,
             durations,
             leader,
             ledger_writes,
             ledger_pending,
+            ledger_gas,
             registry,
         }
     }

@@ -135,7 +135,10 @@ impl Context {
     }
 
     /// The same context mirroring to `ledger`.
-    pub fn with_ledger(mut self, ledger: LedgerHandle) -> Self {
+    pub fn with_ledger(mut self, mut ledger: LedgerHandle) -> Self {
+        ledger.ledger = ledger
+            .ledger
+            .with_gas_counter(self.metrics.ledger_gas.clone());
         self.ledger = Some(Arc::new(ledger));
         self
     }

@@ -241,6 +241,7 @@ impl Ledger {
                         .with_required_confirmations(self.confirmations)
                         .get_receipt()
                         .await?;
+                    self.count_gas(receipt.gas_used);
                     if !receipt.status() {
                         return Err(Error::Reverted {
                             contract,

@@ -132,6 +132,8 @@ pub struct Ledger {
     signer: Address,
     /// Blocks a write must be buried under before it counts (default 1).
     pub(crate) confirmations: u64,
+    /// Counts the gas of every write this ledger mines (the operator exports it).
+    gas: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Ledger {
@@ -166,6 +168,7 @@ impl Ledger {
             provider,
             signer: address,
             confirmations: 1,
+            gas: None,
         })
     }
 
@@ -179,6 +182,22 @@ impl Ledger {
                 .map_err(|_| Error::Key(format!("the environment variable {var} is not set")))?,
         };
         Self::connect(rpc_url, text.trim())
+    }
+
+    /// Adds the gas of every mined write to `counter`.
+    pub fn with_gas_counter(
+        mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        self.gas = Some(counter);
+        self
+    }
+
+    /// Records the gas a mined write used.
+    pub(crate) fn count_gas(&self, gas: u64) {
+        if let Some(c) = &self.gas {
+            c.inc_by(gas);
+        }
     }
 
     /// Requires `n` confirmations (at least 1) before a write counts.
