@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs whatever the build and the tests need and is missing, from the registries this
 # project may use: npm (anvil, solc, OpenZeppelin), PyPI (the torch wheel libtorch comes in),
-# the Go module proxy (the control plane, built from source) and Debian (openssl), plus the
+# the Go module proxy (the control plane and helm, built from source) and Debian (openssl), plus the
 # Python reference (torch 2.13.0 + transformers from PyPI) the trainer's parity tests use.
 # Everything heavy is cached by version under ${MODELCOMMONS_CACHE:-~/.cache/modelcommons}.
-# Prints shell `export` lines for LIBTORCH, MODELCOMMONS_CONTROLPLANE_BIN and MODELCOMMONS_PYTHON.
+# Prints shell `export` lines for LIBTORCH, MODELCOMMONS_CONTROLPLANE_BIN, MODELCOMMONS_PYTHON
+# and MODELCOMMONS_HELM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,8 @@ fi
 libtorch=$(hack/libtorch.sh)
 bins=$(hack/controlplane/build.sh)
 python=$(hack/pyenv.sh)
+helm=$(hack/helm.sh)
 echo "export LIBTORCH=$libtorch"
 echo "export MODELCOMMONS_PYTHON=$python"
 echo "export MODELCOMMONS_CONTROLPLANE_BIN=$bins"
+echo "export MODELCOMMONS_HELM=$helm"

@@ -13,6 +13,7 @@ eval "$(hack/deps.sh)"
 step "generated files are up to date"
 node contracts/build.js --check
 cargo run -q -p modelcommons-crds --bin crdgen -- --check
+hack/render-deploy.sh --check
 
 step "format and lints"
 cargo fmt --all --check
