@@ -33,10 +33,6 @@ app.kubernetes.io/component: operator
 {{ include "modelcommons.fullname" . }}
 {{- end -}}
 
-{{- define "modelcommons.curatorServiceAccount" -}}
-{{ include "modelcommons.fullname" . }}-curator
-{{- end -}}
-
 {{/* The ledger's key Secret and addresses ConfigMap: the dev chain's when it is enabled. */}}
 {{- define "modelcommons.ledgerRpc" -}}
 {{- if .Values.devChain.enabled -}}

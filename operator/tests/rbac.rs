@@ -1,0 +1,325 @@
+//! Least privilege, proven: the chart is installed; the real operator binary runs with a token
+//! of the chart's ServiceAccount (TokenRequest) and carries the lifecycle — proposal approved
+//! on chain, Datanet curated and published, FineTuneJob trained and recorded, ModelDeployment
+//! serving — without one `forbidden` error; and the same account is refused what it must not
+//! do (read Secrets, create pods, touch RBAC, impersonate, …).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::lifecycle::*;
+use common::{Chain, OPERATOR, VOTERS, open};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, PostParams};
+use modelcommons_crds::datanet::{Datanet, DatanetPhase};
+use modelcommons_crds::deployment::{ModelDeployment, ModelDeploymentPhase};
+use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
+use modelcommons_crds::proposal::ModelProposal;
+use modelcommons_testbed::{
+    DEV_KEYS, TestNamespace, cluster, install_crds, workspace_binary, workspace_root,
+};
+use serde_json::json;
+
+fn helm() -> PathBuf {
+    std::env::var_os("MODELCOMMONS_HELM")
+        .map(PathBuf::from)
+        .expect("MODELCOMMONS_HELM (hack/deps.sh exports it)")
+}
+
+/// A kubeconfig for the API server in `admin` that authenticates with `token`.
+fn token_kubeconfig(admin: &Path, token: &str, out: &Path) {
+    let cfg: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(admin).unwrap()).unwrap();
+    let cluster = cfg["clusters"][0]["cluster"].clone();
+    let k = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": serde_json::to_value(&cluster).unwrap()}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "operator"}}],
+        "current-context": "c",
+    });
+    std::fs::write(out, serde_yaml::to_string(&k).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
+    let chain = Chain::new().await;
+    for v in VOTERS {
+        chain.wrap_and_delegate(v, open(1_000)).await;
+    }
+    let cluster = cluster().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    install_crds(&client, &modelcommons_crds::all_crds())
+        .await
+        .unwrap();
+    let ns = TestNamespace::create(&client, "rbac").await.unwrap();
+    let n = ns.name();
+    let release = format!("mc-{n}");
+    let sa = format!("{release}-modelcommons");
+    let out = Command::new(helm())
+        .args(["install", &release, "--namespace", n, "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .arg(workspace_root().join("charts/modelcommons"))
+        .args(["--set", "replicaCount=1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A token of the chart's ServiceAccount, as its pods get (TokenRequest).
+    let token = cluster
+        .kubectl()
+        .unwrap()
+        .args(["create", "token", &sa, "--namespace", n, "--duration", "1h"])
+        .output()
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kubeconfig = d.join("operator.kubeconfig");
+    token_kubeconfig(
+        cluster.kubeconfig(),
+        String::from_utf8_lossy(&token.stdout).trim(),
+        &kubeconfig,
+    );
+
+    // What it must not be able to do.
+    let who = format!("system:serviceaccount:{n}:{sa}");
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("watch", "secrets"),
+        ("create", "pods"),
+        ("delete", "pods"),
+        ("create", "pods/exec"),
+        ("delete", "jobs.batch"),
+        ("delete", "modelproposals.modelcommons.dev"),
+        ("create", "modelproposals.modelcommons.dev"),
+        ("create", "clusterroles.rbac.authorization.k8s.io"),
+        ("create", "rolebindings.rbac.authorization.k8s.io"),
+        ("impersonate", "serviceaccounts"),
+        ("create", "namespaces"),
+        ("patch", "nodes"),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+    ] {
+        let out = cluster
+            .kubectl()
+            .unwrap()
+            .args([
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "--namespace",
+                n,
+                "--as",
+                &who,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "no",
+            "the operator may {verb} {resource}"
+        );
+    }
+
+    // And what it must (a check that the question above is asked of the right account).
+    for (verb, resource) in [
+        ("patch", "finetunejobs.modelcommons.dev"),
+        ("create", "jobs.batch"),
+        ("list", "pods"),
+        ("create", "events.events.k8s.io"),
+        ("update", "leases.coordination.k8s.io"),
+    ] {
+        let out = cluster
+            .kubectl()
+            .unwrap()
+            .args([
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "--namespace",
+                n,
+                "--as",
+                &who,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "yes",
+            "the operator may not {verb} {resource}"
+        );
+    }
+
+    // The real binary with that token, leader election on, the chain configured.
+    std::fs::write(d.join("key"), DEV_KEYS[OPERATOR]).unwrap();
+    std::fs::write(
+        d.join("addresses.json"),
+        serde_json::to_string(&chain.suite).unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    let log = std::fs::File::create(d.join("operator.log")).unwrap();
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelcommons-operator"))
+        .args([
+            "run",
+            "--namespace",
+            n,
+            "--lease-namespace",
+            n,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--recheck-seconds",
+            "1",
+            "--ledger-rpc-url",
+            &chain.anvil.endpoint(),
+        ])
+        .arg("--ledger-key-file")
+        .arg(d.join("key"))
+        .arg("--ledger-addresses-file")
+        .arg(d.join("addresses.json"))
+        .arg("--artifact-store")
+        .arg(format!("file://{}", d.join("store").display()))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info,kube=warn")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let mps: Api<ModelProposal> = Api::namespaced(client.clone(), n);
+    stake(&chain, open(100)).await;
+    mps.create(
+        &PostParams::default(),
+        &proposal_spec(n, "clause-review", open(100)),
+    )
+    .await
+    .unwrap();
+    approve(&chain, &mps, "clause-review").await;
+
+    let manifest = manifest(&format!("{n}/clause-review-data"), &d.join("data"));
+    let mut cm = example("02-contributions.yaml", n);
+    cm["data"]["manifest.yaml"] = json!(serde_yaml::to_string(&manifest).unwrap());
+    Api::<ConfigMap>::namespaced(client.clone(), n)
+        .create(&PostParams::default(), &serde_json::from_value(cm).unwrap())
+        .await
+        .unwrap();
+    let dns: Api<Datanet> = Api::namespaced(client.clone(), n);
+    dns.create(
+        &PostParams::default(),
+        &serde_json::from_value(example("03-datanet.yaml", n)).unwrap(),
+    )
+    .await
+    .unwrap();
+    let job = job_of(&client, n, "clause-review-data").await;
+    run_curation_pod(
+        &client,
+        Path::new(env!("CARGO_BIN_EXE_modelcommons-operator")),
+        &job,
+    )
+    .await;
+    wait(&dns, "clause-review-data", "Ready", |d| {
+        d.status.as_ref().and_then(|s| s.phase) == Some(DatanetPhase::Ready)
+    })
+    .await;
+
+    let base = d.join("base");
+    let init = std::process::Command::new(workspace_binary("modelcommons-trainer"))
+        .args(["init", "--out", base.to_str().unwrap(), "--seed", "7"])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let mut f = example("04-finetune.yaml", n);
+    f["spec"]["baseModel"]["uri"] = json!(format!("file://{}", base.display()));
+    f["spec"]["outputUri"] = json!(format!("file://{}/out", d.display()));
+    f["spec"]["resources"] = json!({"workers": 2, "gpusPerWorker": 1, "cpu": "1", "memory": "1Gi"});
+    f["spec"]["hyperparameters"] = json!({"epochs": 1, "maxSteps": 4, "learningRate": "0.01", "batchSize": 4,
+        "gradientAccumulationSteps": 1, "warmupSteps": 1, "maxSeqLen": 768, "seed": 1});
+    f["spec"]["checkpointing"] = json!({"everySteps": 4, "keep": 1});
+    f["spec"]["targets"] = json!([{"name": "loss", "direction": "Minimize", "threshold": "100"}]);
+    f["spec"]["runPolicy"] = json!({"backoffLimit": 1});
+    let ftjs: Api<FineTuneJob> = Api::namespaced(client.clone(), n);
+    ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
+        .await
+        .unwrap();
+    wait(&ftjs, "clause-review-lora", "Evaluating", |f| {
+        f.status.as_ref().and_then(|s| s.phase) == Some(FineTuneJobPhase::Evaluating)
+    })
+    .await;
+    let job = Api::<Job>::namespaced(client.clone(), n)
+        .get("clause-review-lora-trainer")
+        .await
+        .unwrap();
+    run_pod(
+        &workspace_binary("modelcommons-trainer"),
+        &job,
+        cluster.kubeconfig(),
+    )
+    .await;
+    wait(&ftjs, "clause-review-lora", "Succeeded", |f| {
+        f.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(FineTuneJobPhase::Succeeded) && s.chain.is_some())
+    })
+    .await;
+
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "clause-review-api-keys", "namespace": n},
+        "stringData": {"legal-ops-agent": "mc-dev-legal-ops-7f3a9c"}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), n)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let md: ModelDeployment = serde_json::from_value(json!({
+        "apiVersion": "modelcommons.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": "clause-review", "namespace": n},
+        "spec": {"modelRef": {"fineTuneJob": "clause-review-lora"},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
+            "resources": {"gpus": 0, "cpu": "1", "memory": "1Gi"},
+            "access": {"apiKeySecrets": ["clause-review-api-keys"]}}
+    }))
+    .unwrap();
+    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), n);
+    mds.create(&PostParams::default(), &md).await.unwrap();
+    wait(&mds, "clause-review", "Ready", |m| {
+        m.status.as_ref().and_then(|s| s.phase) == Some(ModelDeploymentPhase::Ready)
+    })
+    .await;
+
+    delete_proposals(&mps).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    operator.kill().await.unwrap();
+    let log = std::fs::read_to_string(d.join("operator.log")).unwrap();
+    assert!(log.contains("leading as"), "the operator led: {log}");
+    assert!(
+        !log.to_ascii_lowercase().contains("forbidden"),
+        "the operator hit a permission it lacks:\n{log}"
+    );
+    let out = Command::new(helm())
+        .args(["uninstall", &release, "--namespace", n, "--kubeconfig"])
+        .arg(cluster.kubeconfig())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    ns.delete().await.unwrap();
+}
