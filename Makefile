@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 DEPS = eval "$$(hack/deps.sh)"
 
-.PHONY: help deps test lint crds deploy contracts cluster-up cluster-down bench bench-gas bench-trainer bench-operator selftest clean
+.PHONY: help deps test demo lint crds deploy contracts cluster-up cluster-down bench bench-gas bench-trainer bench-operator selftest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -19,6 +19,10 @@ lint: ## rustfmt and clippy
 
 crds: ## regenerate the CRD YAML from the Rust types
 	$(DEPS) && cargo run -q -p modelcommons-crds --bin crdgen -- --write
+
+demo: ## the whole lifecycle live on a local control plane and chain, ending with a chat completion
+	$(DEPS) && cargo build -q -p modelcommons-operator --bins -p modelcommons-trainer --bin modelcommons-trainer \
+	  && "$${CARGO_TARGET_DIR:-target}/debug/modelcommons-demo" $(DEMO_ARGS)
 
 deploy: ## render the kustomize base and overlays in deploy/ from the Helm chart
 	$(DEPS) && hack/render-deploy.sh
