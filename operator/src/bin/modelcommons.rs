@@ -12,11 +12,26 @@
 //!     [--fund ADDRESS=OPEN ...]
 //!         deploy the contract suite to a dev chain, fund accounts with OPEN, and write the
 //!         addresses (JSON) the operator reads
+//!
+//! Chain actions, each signed with the caller's own key ($MODELCOMMONS_KEY, or --key-env /
+//! --key-file) against the suite in --addresses (what `ledger bootstrap` wrote):
+//! modelcommons gov delegate --rpc URL --addresses F --amount OPEN
+//!         token holder: wrap OPEN into gOPEN and delegate the votes to yourself
+//! modelcommons gov vote --rpc URL --addresses F --proposal ID --support for|against|abstain
+//!         token holder: vote on a ModelProposal (its `status.chain.proposalId`)
+//! modelcommons stake approve --rpc URL --addresses F --amount BASE_UNITS
+//!         proposer: let the registry escrow your stake (`spec.stake`, in base units)
+//! modelcommons rewards claim --rpc URL --addresses F --report FILE --distribution ID
+//!         contributor: claim your reward with the proof from a curation report
+//!         (`status.rewardMapUri`) for the distribution id of the Datanet version
 //! ```
 
 use anyhow::{Context, bail};
 use modelcommons_operator::contribution::{self, Contribution, Manifest};
-use modelcommons_operator::ledger::suite::SuiteParams;
+use modelcommons_operator::ledger::bindings::{
+    GovToken, ModelGovernor, OpenToken, RewardDistributor,
+};
+use modelcommons_operator::ledger::suite::{SuiteAddresses, SuiteParams};
 use modelcommons_operator::ledger::{KeySource, Ledger};
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
@@ -65,6 +80,119 @@ async fn bootstrap(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The caller's connection and the suite, for chain actions.
+fn connect(args: &[String]) -> anyhow::Result<(Ledger, SuiteAddresses)> {
+    let rpc = required(args, "--rpc")?;
+    let path = required(args, "--addresses")?;
+    let suite: SuiteAddresses = serde_json::from_str(
+        &std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+    )
+    .with_context(|| format!("{path}: not a contract addresses file"))?;
+    Ok((Ledger::connect_with(rpc, &key_source(args))?, suite))
+}
+
+fn whole_open(s: &str) -> anyhow::Result<alloy::primitives::U256> {
+    let n: alloy::primitives::U256 = s
+        .parse()
+        .with_context(|| format!("{s} is not a whole number of OPEN"))?;
+    Ok(n * alloy::primitives::U256::from(10u64).pow(alloy::primitives::U256::from(18u64)))
+}
+
+async fn chain_action(group: &str, action: &str, args: &[String]) -> anyhow::Result<()> {
+    let (l, suite) = connect(args)?;
+    let me = l.address();
+    let p = l.provider();
+    match (group, action) {
+        ("gov", "delegate") => {
+            let amount = whole_open(required(args, "--amount")?)?;
+            OpenToken::new(suite.open, p)
+                .approve(suite.gov_token, amount)
+                .send()
+                .await?
+                .watch()
+                .await?;
+            let g = GovToken::new(suite.gov_token, p);
+            g.depositFor(me, amount).send().await?.watch().await?;
+            let tx = g.delegate(me).send().await?.watch().await?;
+            println!(
+                "{me} wrapped {amount} base units into gOPEN and delegated to itself (tx {tx})"
+            );
+        }
+        ("gov", "vote") => {
+            let proposal: alloy::primitives::U256 = required(args, "--proposal")?
+                .parse()
+                .context("--proposal is the Governor proposal id (a decimal number)")?;
+            let support = match required(args, "--support")? {
+                "against" => 0u8,
+                "for" => 1,
+                "abstain" => 2,
+                other => bail!("--support {other}: use for, against or abstain"),
+            };
+            let tx = ModelGovernor::new(suite.governor, p)
+                .castVote(proposal, support)
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}",
+                        modelcommons_operator::ledger::revert_reason(&e)
+                            .unwrap_or_else(|| e.to_string())
+                    )
+                })?
+                .watch()
+                .await?;
+            println!(
+                "{me} voted {} on proposal {proposal} (tx {tx})",
+                required(args, "--support")?
+            );
+        }
+        ("stake", "approve") => {
+            let amount: alloy::primitives::U256 = required(args, "--amount")?
+                .parse()
+                .context("--amount is the stake in OPEN base units (spec.stake)")?;
+            let tx = OpenToken::new(suite.open, p)
+                .approve(suite.registry, amount)
+                .send()
+                .await?
+                .watch()
+                .await?;
+            println!(
+                "the registry {} may escrow {amount} from {me} (tx {tx})",
+                suite.registry
+            );
+        }
+        ("rewards", "claim") => {
+            let path = required(args, "--report")?;
+            let report: modelcommons_operator::curate::CurationReport = serde_json::from_str(
+                &std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+            )
+            .with_context(|| format!("{path}: not a curation report"))?;
+            let id: alloy::primitives::B256 = required(args, "--distribution")?
+                .parse()
+                .context("--distribution is the distribution id (0x + 64 hex digits)")?;
+            let claim = report
+                .proof_for(me)
+                .with_context(|| format!("{me} is not paid in {path}"))?;
+            let tx = RewardDistributor::new(suite.distributor, p)
+                .claim(id, claim.payout.index, me, claim.payout.amount, claim.proof)
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}",
+                        modelcommons_operator::ledger::revert_reason(&e)
+                            .unwrap_or_else(|| e.to_string())
+                    )
+                })?
+                .watch()
+                .await?;
+            println!("{me} claimed {} base units (tx {tx})", claim.payout.amount);
+        }
+        _ => bail!("unknown action {group} {action}"),
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match (
@@ -98,6 +226,12 @@ fn main() -> anyhow::Result<()> {
             print!("{}", serde_yaml::to_string(&vec![entry])?);
             Ok(())
         }
+        (Some(group @ ("gov" | "stake" | "rewards")), Some(action)) => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(chain_action(group, action, &args))
+        }
         (Some("contribution"), Some("verify")) => {
             let datanet = required(&args, "--datanet")?;
             let path = required(&args, "--manifest")?;
@@ -123,7 +257,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: modelcommons contribution sign --datanet NS/NAME --file PATH --id ID --uri URI [--license SPDX] [--key-env VAR]\n       modelcommons contribution verify --datanet NS/NAME --manifest PATH\n       modelcommons ledger bootstrap --rpc URL [--key-file F | --key-env VAR] [--out FILE] [--fund ADDRESS=OPEN ...]"
+            "usage: modelcommons contribution sign --datanet NS/NAME --file PATH --id ID --uri URI [--license SPDX] [--key-env VAR]\n       modelcommons contribution verify --datanet NS/NAME --manifest PATH\n       modelcommons ledger bootstrap --rpc URL [--key-file F | --key-env VAR] [--out FILE] [--fund ADDRESS=OPEN ...]\n       modelcommons gov delegate --rpc URL --addresses F --amount OPEN\n       modelcommons gov vote --rpc URL --addresses F --proposal ID --support for|against|abstain\n       modelcommons stake approve --rpc URL --addresses F --amount BASE_UNITS\n       modelcommons rewards claim --rpc URL --addresses F --report FILE --distribution ID"
         ),
     }
 }
