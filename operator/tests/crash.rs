@@ -215,21 +215,7 @@ async fn the_lifecycle_survives_sigkills_and_a_new_leader_finishes_it() {
     assert_eq!(st.counts.unwrap().accepted, 5);
 
     // Crash 3: while the training result's record is in flight.
-    let base = d.join("base");
-    let init = std::process::Command::new(workspace_binary("modelcommons-trainer"))
-        .args(["init", "--out", base.to_str().unwrap(), "--seed", "7"])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    let mut f = example("04-finetune.yaml", n);
-    f["spec"]["baseModel"]["uri"] = json!(format!("file://{}", base.display()));
-    f["spec"]["outputUri"] = json!(format!("file://{}/out", d.display()));
-    f["spec"]["resources"] = json!({"workers": 1, "gpusPerWorker": 1, "cpu": "1", "memory": "1Gi"});
-    f["spec"]["hyperparameters"] = json!({"epochs": 1, "maxSteps": 4, "learningRate": "0.01", "batchSize": 4,
-        "gradientAccumulationSteps": 1, "warmupSteps": 1, "maxSeqLen": 768, "seed": 1});
-    f["spec"]["checkpointing"] = json!({"everySteps": 4, "keep": 1});
-    f["spec"]["targets"] = json!([{"name": "loss", "direction": "Minimize", "threshold": "100"}]);
-    f["spec"]["runPolicy"] = json!({"backoffLimit": 1});
+    let f = small_finetune(n, d, 1, 4);
     let ftjs: Api<FineTuneJob> = Api::namespaced(client.clone(), n);
     ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
         .await

@@ -241,21 +241,7 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
     })
     .await;
 
-    let base = d.join("base");
-    let init = std::process::Command::new(workspace_binary("modelcommons-trainer"))
-        .args(["init", "--out", base.to_str().unwrap(), "--seed", "7"])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    let mut f = example("04-finetune.yaml", n);
-    f["spec"]["baseModel"]["uri"] = json!(format!("file://{}", base.display()));
-    f["spec"]["outputUri"] = json!(format!("file://{}/out", d.display()));
-    f["spec"]["resources"] = json!({"workers": 2, "gpusPerWorker": 1, "cpu": "1", "memory": "1Gi"});
-    f["spec"]["hyperparameters"] = json!({"epochs": 1, "maxSteps": 4, "learningRate": "0.01", "batchSize": 4,
-        "gradientAccumulationSteps": 1, "warmupSteps": 1, "maxSeqLen": 768, "seed": 1});
-    f["spec"]["checkpointing"] = json!({"everySteps": 4, "keep": 1});
-    f["spec"]["targets"] = json!([{"name": "loss", "direction": "Minimize", "threshold": "100"}]);
-    f["spec"]["runPolicy"] = json!({"backoffLimit": 1});
+    let f = small_finetune(n, d, 2, 4);
     let ftjs: Api<FineTuneJob> = Api::namespaced(client.clone(), n);
     ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
         .await

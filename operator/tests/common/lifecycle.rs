@@ -383,3 +383,32 @@ pub async fn run_curation_pod(client: &kube::Client, binary: &Path, job: &Job) -
     .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The example FineTuneJob made small enough for a CPU: a base model freshly written under
+/// `dir/base` by the real trainer (`init --seed 7`), the output under `dir/out`, `workers`
+/// workers, `max_steps` steps, and a loss target a tiny model meets.
+pub fn small_finetune(ns: &str, dir: &Path, workers: u32, max_steps: u32) -> serde_json::Value {
+    let base = dir.join("base");
+    let init = std::process::Command::new(modelcommons_testbed::workspace_binary(
+        "modelcommons-trainer",
+    ))
+    .args(["init", "--out", base.to_str().unwrap(), "--seed", "7"])
+    .output()
+    .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let mut f = example("04-finetune.yaml", ns);
+    f["spec"]["baseModel"]["uri"] = json!(format!("file://{}", base.display()));
+    f["spec"]["outputUri"] = json!(format!("file://{}/out", dir.display()));
+    f["spec"]["resources"] =
+        json!({"workers": workers, "gpusPerWorker": 1, "cpu": "1", "memory": "1Gi"});
+    f["spec"]["hyperparameters"] = json!({"epochs": 1, "maxSteps": max_steps, "learningRate": "0.01",
+        "batchSize": 4, "gradientAccumulationSteps": 1, "warmupSteps": 1, "maxSeqLen": 768, "seed": 1});
+    f["spec"]["checkpointing"] = json!({"everySteps": 4, "keep": 1});
+    f["spec"]["targets"] = json!([{"name": "loss", "direction": "Minimize", "threshold": "100"}]);
+    f["spec"]["runPolicy"] = json!({"backoffLimit": 1});
+    f
+}
