@@ -17,9 +17,8 @@ use common::lifecycle::*;
 use common::{Chain, OPERATOR, VOTERS, open};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams};
-use modelcommons_crds::datanet::{Datanet, DatanetPhase};
+use modelcommons_crds::datanet::DatanetPhase;
 use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
 use modelcommons_crds::proposal::{ModelProposal, ModelProposalPhase};
 use modelcommons_operator::ledger::bindings::{ModelRegistry, RewardDistributor};
@@ -183,20 +182,7 @@ async fn the_lifecycle_survives_sigkills_and_a_new_leader_finishes_it() {
     approve(&chain, &mps, "clause-review").await;
 
     // Crash 2: while the Datanet version's funding and publication are in flight.
-    let manifest = manifest(&format!("{n}/clause-review-data"), &d.join("data"));
-    let mut cm = example("02-contributions.yaml", n);
-    cm["data"]["manifest.yaml"] = json!(serde_yaml::to_string(&manifest).unwrap());
-    Api::<ConfigMap>::namespaced(client.clone(), n)
-        .create(&PostParams::default(), &serde_json::from_value(cm).unwrap())
-        .await
-        .unwrap();
-    let dns: Api<Datanet> = Api::namespaced(client.clone(), n);
-    dns.create(
-        &PostParams::default(),
-        &serde_json::from_value(example("03-datanet.yaml", n)).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (_, dns) = create_datanet(&client, n, &d.join("data")).await;
     let job = job_of(&client, n, "clause-review-data").await;
     automine(&chain, false);
     run_curation_pod(

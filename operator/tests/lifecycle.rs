@@ -25,7 +25,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
-use modelcommons_crds::datanet::{Datanet, DatanetPhase};
+use modelcommons_crds::datanet::DatanetPhase;
 use modelcommons_crds::deployment::{ModelDeployment, ModelDeploymentPhase};
 use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
 use modelcommons_crds::proposal::{ModelProposal, ModelProposalPhase};
@@ -286,20 +286,7 @@ async fn the_lifecycle_runs_end_to_end() {
     .unwrap();
 
     // The Datanet waits for the approval.
-    let manifest = manifest(&format!("{n}/clause-review-data"), &data);
-    let mut cm = example("02-contributions.yaml", n);
-    cm["data"]["manifest.yaml"] = json!(serde_yaml::to_string(&manifest).unwrap());
-    Api::<ConfigMap>::namespaced(client.clone(), n)
-        .create(&PostParams::default(), &serde_json::from_value(cm).unwrap())
-        .await
-        .unwrap();
-    let dns: Api<Datanet> = Api::namespaced(client.clone(), n);
-    dns.create(
-        &PostParams::default(),
-        &serde_json::from_value(example("03-datanet.yaml", n)).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (manifest, dns) = create_datanet(&client, n, &data).await;
     let d = wait(&dns, "clause-review-data", "Collecting", |d| {
         d.status.as_ref().and_then(|s| s.phase) == Some(DatanetPhase::Collecting)
     })

@@ -14,9 +14,9 @@ use std::time::Duration;
 use common::lifecycle::*;
 use common::{Chain, OPERATOR, VOTERS, open};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
-use modelcommons_crds::datanet::{Datanet, DatanetPhase};
+use modelcommons_crds::datanet::DatanetPhase;
 use modelcommons_crds::deployment::{ModelDeployment, ModelDeploymentPhase};
 use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
 use modelcommons_crds::proposal::ModelProposal;
@@ -215,20 +215,7 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
     .unwrap();
     approve(&chain, &mps, "clause-review").await;
 
-    let manifest = manifest(&format!("{n}/clause-review-data"), &d.join("data"));
-    let mut cm = example("02-contributions.yaml", n);
-    cm["data"]["manifest.yaml"] = json!(serde_yaml::to_string(&manifest).unwrap());
-    Api::<ConfigMap>::namespaced(client.clone(), n)
-        .create(&PostParams::default(), &serde_json::from_value(cm).unwrap())
-        .await
-        .unwrap();
-    let dns: Api<Datanet> = Api::namespaced(client.clone(), n);
-    dns.create(
-        &PostParams::default(),
-        &serde_json::from_value(example("03-datanet.yaml", n)).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (_, dns) = create_datanet(&client, n, &d.join("data")).await;
     let job = job_of(&client, n, "clause-review-data").await;
     run_curation_pod(
         &client,

@@ -103,81 +103,54 @@ async fn apply(client: &Client, v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One row per object of the lifecycle: kind, name, phase, and the Ready reason.
-async fn table(client: &Client) -> Vec<(String, String, String, String)> {
-    fn row(kind: &str, name: String, status: Option<Value>) -> (String, String, String, String) {
-        let s = status.unwrap_or(Value::Null);
-        let reason = s["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-            .and_then(|c| c["reason"].as_str())
-            .unwrap_or("")
-            .to_string();
-        (
-            kind.into(),
-            name,
-            s["phase"].as_str().unwrap_or("-").to_string(),
-            reason,
-        )
-    }
-    let mut rows = vec![];
-    let lp = ListParams::default();
-    if let Ok(l) = Api::<ModelProposal>::namespaced(client.clone(), NS)
-        .list(&lp)
+/// A table row: kind, name, phase, and the Ready reason.
+type Row = (String, String, String, String);
+
+/// The rows of one kind: each object's phase and Ready reason, read from its status as JSON.
+async fn rows_of<K>(client: &Client) -> Vec<Row>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let Ok(list) = Api::<K>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
         .await
-    {
-        rows.extend(l.items.into_iter().map(|o| {
-            row(
-                "ModelProposal",
+    else {
+        return vec![];
+    };
+    list.items
+        .into_iter()
+        .map(|o| {
+            let s = serde_json::to_value(&o).unwrap_or_default()["status"].clone();
+            let reason = s["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                .and_then(|c| c["reason"].as_str())
+                .unwrap_or("")
+                .to_string();
+            (
+                K::kind(&()).into_owned(),
                 o.name_any(),
-                o.status
-                    .map(|s| serde_json::to_value(s).unwrap_or_default()),
+                s["phase"].as_str().unwrap_or("-").to_string(),
+                reason,
             )
-        }));
-    }
-    if let Ok(l) = Api::<Datanet>::namespaced(client.clone(), NS)
-        .list(&lp)
-        .await
-    {
-        rows.extend(l.items.into_iter().map(|o| {
-            row(
-                "Datanet",
-                o.name_any(),
-                o.status
-                    .map(|s| serde_json::to_value(s).unwrap_or_default()),
-            )
-        }));
-    }
-    if let Ok(l) = Api::<FineTuneJob>::namespaced(client.clone(), NS)
-        .list(&lp)
-        .await
-    {
-        rows.extend(l.items.into_iter().map(|o| {
-            row(
-                "FineTuneJob",
-                o.name_any(),
-                o.status
-                    .map(|s| serde_json::to_value(s).unwrap_or_default()),
-            )
-        }));
-    }
-    if let Ok(l) = Api::<ModelDeployment>::namespaced(client.clone(), NS)
-        .list(&lp)
-        .await
-    {
-        rows.extend(l.items.into_iter().map(|o| {
-            row(
-                "ModelDeployment",
-                o.name_any(),
-                o.status
-                    .map(|s| serde_json::to_value(s).unwrap_or_default()),
-            )
-        }));
-    }
+        })
+        .collect()
+}
+
+/// One row per object of the lifecycle.
+async fn table(client: &Client) -> Vec<Row> {
+    let mut rows = rows_of::<ModelProposal>(client).await;
+    rows.extend(rows_of::<Datanet>(client).await);
+    rows.extend(rows_of::<FineTuneJob>(client).await);
+    rows.extend(rows_of::<ModelDeployment>(client).await);
     rows
 }
 
-fn print_table(rows: &[(String, String, String, String)]) {
+fn print_table(rows: &[Row]) {
     println!("    {:<16} {:<22} {:<14} REASON", "KIND", "NAME", "PHASE");
     for (k, n, p, r) in rows {
         println!("    {k:<16} {n:<22} {p:<14} {r}");
@@ -187,10 +160,10 @@ fn print_table(rows: &[(String, String, String, String)]) {
 /// Prints the table whenever it changes until `done` holds for it, or fails after `limit`.
 async fn watch_until(
     client: &Client,
-    last: &mut Vec<(String, String, String, String)>,
+    last: &mut Vec<Row>,
     what: &str,
     limit: Duration,
-    done: impl Fn(&[(String, String, String, String)]) -> bool,
+    done: impl Fn(&[Row]) -> bool,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
@@ -209,7 +182,7 @@ async fn watch_until(
     }
 }
 
-fn phase_of(rows: &[(String, String, String, String)], kind: &str) -> String {
+fn phase_of(rows: &[Row], kind: &str) -> String {
     rows.iter()
         .find(|r| r.0 == kind)
         .map(|r| r.2.clone())

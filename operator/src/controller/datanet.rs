@@ -29,7 +29,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -367,21 +367,6 @@ impl Shown {
     }
 }
 
-fn publish_event(ctx: &Context, dn: &Datanet, type_: EventType, reason: &str, note: String) {
-    let recorder = ctx.recorder.clone();
-    let reference = dn.object_ref(&());
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    tokio::spawn(async move {
-        recorder.publish(&event, &reference).await.ok();
-    });
-}
-
 fn b256(s: &Option<String>) -> B256 {
     s.as_deref()
         .and_then(|s| s.parse().ok())
@@ -525,8 +510,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
         status.reward_map_uri = Some(c.reward_map_uri.clone());
         status.reward_total = Some(c.reward_total.clone());
         status.chain = Some(record);
-        publish_event(
-            ctx,
+        ctx.event(
             dn,
             EventType::Normal,
             "Published",
@@ -565,8 +549,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
                     &Patch::Apply(&body),
                 )
                 .await?;
-            publish_event(
-                ctx,
+            ctx.event(
                 dn,
                 EventType::Normal,
                 "CurationStarted",
@@ -728,7 +711,7 @@ async fn reconcile_inner(dn: Arc<Datanet>, ctx: Arc<Context>) -> Result<Action, 
             } else {
                 EventType::Normal
             };
-            publish_event(&ctx, &dn, t, &format!("{p:?}"), msg);
+            ctx.event(&*dn, t, &format!("{p:?}"), msg);
         }
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))

@@ -467,20 +467,12 @@ async fn reconcile_inner(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<
                         deployments
                             .delete(&canary_name, &Default::default())
                             .await?;
-                        let recorder = ctx.recorder.clone();
-                        let reference = md.object_ref(&());
-                        let note =
-                            format!("revision {} promoted to all replicas", short(&model.digest));
-                        tokio::spawn(async move {
-                            let e = kube::runtime::events::Event {
-                                type_: kube::runtime::events::EventType::Normal,
-                                reason: "Promoted".into(),
-                                note: Some(note),
-                                action: "Promote".into(),
-                                secondary: None,
-                            };
-                            recorder.publish(&e, &reference).await.ok();
-                        });
+                        ctx.event(
+                            &*md,
+                            kube::runtime::events::EventType::Normal,
+                            "Promoted",
+                            format!("revision {} promoted to all replicas", short(&model.digest)),
+                        );
                     }
                     let replaced = stable_model.as_ref().filter(|m| m.digest != model.digest);
                     if let Some(old) = replaced {

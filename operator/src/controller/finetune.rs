@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -938,19 +938,7 @@ async fn write_status(
                 (EventType::Normal, format!("{:?}", d.phase), note)
             }
         };
-        // Published in the background: an event never delays the status.
-        let recorder = ctx.recorder.clone();
-        let reference = ftj.object_ref(&());
-        tokio::spawn(async move {
-            let event = Event {
-                type_,
-                reason,
-                note: Some(note),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            recorder.publish(&event, &reference).await.ok();
-        });
+        ctx.event(ftj, type_, &reason, note);
     }
     Ok(())
 }

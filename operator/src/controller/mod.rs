@@ -143,6 +143,29 @@ impl Context {
         self
     }
 
+    /// Publishes an event about `obj` in the background: an event never delays a reconcile,
+    /// and a lost one is not worth failing it.
+    pub fn event<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: kube::runtime::events::EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let recorder = self.recorder.clone();
+        let reference = obj.object_ref(&());
+        let event = kube::runtime::events::Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            recorder.publish(&event, &reference).await.ok();
+        });
+    }
+
     /// Runs one chain write, counting it (and its failures) in the metrics.
     pub async fn ledger_write<T>(
         &self,

@@ -17,7 +17,7 @@ use alloy::primitives::{Address, B256, U256, keccak256};
 use futures::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -170,21 +170,6 @@ fn state_name(s: Option<ProposalState>) -> Option<String> {
     s.map(|s| format!("{s:?}"))
 }
 
-fn publish(ctx: &Context, mp: &ModelProposal, type_: EventType, reason: &str, note: String) {
-    let recorder = ctx.recorder.clone();
-    let reference = mp.object_ref(&());
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    tokio::spawn(async move {
-        recorder.publish(&event, &reference).await.ok();
-    });
-}
-
 /// Reads the chain, takes the next step the proposal needs, and says what to show.
 async fn step(
     mp: &ModelProposal,
@@ -261,8 +246,7 @@ async fn step(
             .await?;
         if let crate::ledger::mirror::Outcome::Written { tx, .. } = out {
             chain.register_tx = Some(tx.to_string());
-            publish(
-                ctx,
+            ctx.event(
                 mp,
                 EventType::Normal,
                 "Registered",
@@ -273,9 +257,7 @@ async fn step(
             );
         }
         if g.voting_delay_blocks.is_some() || g.voting_period_blocks.is_some() {
-            publish(
-                ctx,
-                mp,
+            ctx.event(mp,
                 EventType::Warning,
                 "VotingScheduleIsGlobal",
                 "spec.governance.votingDelayBlocks/votingPeriodBlocks are not applied: the Governor's voting delay and period are chain-wide settings (change them through governance); quorum and threshold are per proposal".into(),
@@ -299,8 +281,7 @@ async fn step(
                     ledger.queue_ratification(suite, id, pid),
                 )
                 .await?;
-                publish(
-                    ctx,
+                ctx.event(
                     mp,
                     EventType::Normal,
                     "VoteQueued",
@@ -534,9 +515,8 @@ async fn apply(mp: Arc<ModelProposal>, ctx: &Context) -> Result<Action, Error> {
             && let Some(phase) = status.phase
         {
             let ready = status.conditions.iter().find(|c| c.type_ == READY);
-            publish(
-                ctx,
-                &mp,
+            ctx.event(
+                &*mp,
                 if matches!(
                     phase,
                     ModelProposalPhase::Rejected | ModelProposalPhase::Expired
@@ -591,9 +571,7 @@ async fn cleanup(mp: Arc<ModelProposal>, ctx: &Context) -> Result<Action, Error>
             )
             .await?;
             let d = h.ledger.decision(&h.suite, id).await?;
-            publish(
-                ctx,
-                &mp,
+            ctx.event(&*mp,
                 EventType::Normal,
                 "Withdrawn",
                 d.map_or_else(
@@ -614,9 +592,7 @@ async fn cleanup(mp: Arc<ModelProposal>, ctx: &Context) -> Result<Action, Error>
             )
             .await?;
         }
-        other => publish(
-            ctx,
-            &mp,
+        other => ctx.event(&*mp,
             EventType::Warning,
             "DecisionPending",
             format!(

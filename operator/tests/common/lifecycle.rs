@@ -412,3 +412,31 @@ pub fn small_finetune(ns: &str, dir: &Path, workers: u32, max_steps: u32) -> ser
     f["spec"]["runPolicy"] = json!({"backoffLimit": 1});
     f
 }
+
+/// The example Datanet with its contributions ConfigMap: the example's files re-signed for
+/// this namespace plus the bad ones of [`manifest`], written under `data`. Returns the
+/// manifest and the Datanets API.
+pub async fn create_datanet(
+    client: &kube::Client,
+    ns: &str,
+    data: &Path,
+) -> (Manifest, Api<modelcommons_crds::datanet::Datanet>) {
+    let manifest = manifest(&format!("{ns}/clause-review-data"), data);
+    let mut cm = example("02-contributions.yaml", ns);
+    cm["data"]["manifest.yaml"] = json!(serde_yaml::to_string(&manifest).unwrap());
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns)
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(cm).unwrap(),
+        )
+        .await
+        .unwrap();
+    let dns = Api::namespaced(client.clone(), ns);
+    dns.create(
+        &kube::api::PostParams::default(),
+        &serde_json::from_value(example("03-datanet.yaml", ns)).unwrap(),
+    )
+    .await
+    .unwrap();
+    (manifest, dns)
+}
