@@ -4,8 +4,8 @@
 # the Go module proxy (the control plane and helm, built from source) and Debian (openssl), plus the
 # Python reference (torch 2.13.0 + transformers from PyPI) the trainer's parity tests use.
 # Everything heavy is cached by version under ${MODELCOMMONS_CACHE:-~/.cache/modelcommons}.
-# Prints shell `export` lines for LIBTORCH, MODELCOMMONS_CONTROLPLANE_BIN, MODELCOMMONS_PYTHON
-# and MODELCOMMONS_HELM.
+# Prints shell `export` lines for LIBTORCH, MODELCOMMONS_CONTROLPLANE_BIN, MODELCOMMONS_PYTHON,
+# MODELCOMMONS_HELM and the object-store servers of the Datanet tests (hack/object-stores.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +36,7 @@ libtorch=$(hack/libtorch.sh)
 bins=$(hack/controlplane/build.sh)
 python=$(hack/pyenv.sh)
 helm=$(hack/helm.sh)
+hack/object-stores.sh
 echo "export LIBTORCH=$libtorch"
 echo "export MODELCOMMONS_PYTHON=$python"
 echo "export MODELCOMMONS_CONTROLPLANE_BIN=$bins"

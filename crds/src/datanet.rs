@@ -88,14 +88,26 @@ pub struct DataFormat {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.manifestUri) != has(self.configMapRef)").message("set exactly one of contributions.manifestUri or contributions.configMapRef"))]
 pub struct ContributionSource {
-    /// A manifest at a storage URI: `s3://`, `gs://`, `az://`, `http(s)://`, `file://` or
-    /// `pvc://<claim>/<path>`.
+    /// A manifest at a storage URI: `s3://<bucket>/<key>`, `gs://<bucket>/<key>`,
+    /// `az://<container>/<blob>`, `http(s)://` or `file://` (a path on the node, for
+    /// single-node clusters). Object-store credentials come from `credentialsSecretRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(s3|gs|az|https?|file|pvc)://.+$"))]
+    #[schemars(regex(pattern = r"^(s3|gs|az|https?|file)://.+$"))]
     pub manifest_uri: Option<String>,
     /// A manifest stored under a key of a ConfigMap in this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<ConfigMapKeyRef>,
+    /// A Secret in this namespace whose keys are object-store settings, named as the
+    /// environment variables of the `object_store` crate: `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`;
+    /// `GOOGLE_SERVICE_ACCOUNT_KEY`; `AZURE_STORAGE_ACCOUNT_NAME`,
+    /// `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_ENDPOINT`, …. The curation Job gets them as
+    /// environment variables to read the manifest and the contributions on `s3://`, `gs://`
+    /// and `az://`; the operator never reads the Secret (it reads the manifest with the
+    /// credentials of its own environment, to notice a new version). Unset: the pod's
+    /// workload identity, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<LocalRef>,
 }
 
 /// How duplicates are detected.

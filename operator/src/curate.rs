@@ -60,12 +60,16 @@ use crate::ledger::merkle::{Payout, PayoutTree};
 
 mod fetch;
 mod minhash;
+mod object;
 mod records;
 mod rewards;
 
 pub use fetch::{
     AnyFetch, DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, Fetch, FetchError, FileFetch, HttpFetch,
     MAX_BACKOFF, MAX_REDIRECTS, REQUEST_TIMEOUT,
+};
+pub use object::{
+    ObjectFetch, RETRY_TIMEOUT, SCHEMES as OBJECT_SCHEMES, env_options, is_object_uri,
 };
 
 /// The largest contribution when `format.maxBytesPerContribution` is unset: 5 MiB.

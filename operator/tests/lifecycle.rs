@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::U256;
 use common::lifecycle::*;
-use common::{Chain, Mined, OPERATOR, PROPOSER, VOTERS, open};
+use common::{Chain, Mined, OPERATOR, PROPOSER, VOTERS, open, stores};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use modelcommons_crds::datanet::DatanetPhase;
@@ -267,7 +267,11 @@ async fn the_lifecycle_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let (data, store) = (dir.path().join("data"), dir.path().join("store"));
     std::fs::create_dir_all(&data).unwrap();
-    let ctx = context(&client, n, &chain, &store);
+    // Version 2 of the Datanet is read from S3 (a real S3 server); the operator reads its
+    // manifest with the settings of its own environment.
+    let s3 = stores::s3().await;
+    let mut ctx = context(&client, n, &chain, &store);
+    std::sync::Arc::make_mut(&mut ctx.config).objects = s3.fetch();
     let controllers = [
         tokio::spawn(proposal::run(ctx.clone())),
         tokio::spawn(datanet::run(ctx.clone())),
@@ -547,16 +551,38 @@ async fn the_lifecycle_runs_end_to_end() {
     assert_eq!(body["object"], "chat.completion");
     server.kill().await.unwrap();
 
-    // 5. A new manifest makes a new version (the tampered entry dropped): curated, published.
+    // 5. A new manifest makes a new version (the tampered entry dropped), now on S3 with its
+    // contributions, read with the credentials of a Secret: curated, published.
     let mut v2 = manifest.clone();
     v2.contributions.retain(|c| c.id != "tampered");
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), n);
-    cms.patch(
-        "clause-review-contributions",
+    for c in &mut v2.contributions {
+        let key = format!("items/{}.jsonl", c.id);
+        s3.put(
+            &key,
+            std::fs::read(c.uri.strip_prefix("file://").unwrap()).unwrap(),
+        )
+        .await;
+        c.uri = s3.uri(&key);
+    }
+    s3.put("v2/manifest.yaml", serde_yaml::to_string(&v2).unwrap())
+        .await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "contributions-store"},
+        "stringData": s3.env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()});
+    Api::<Secret>::namespaced(client.clone(), n)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(secret).unwrap(),
+        )
+        .await
+        .unwrap();
+    dns.patch(
+        "clause-review-data",
         &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(
-            json!({"data": {"manifest.yaml": serde_yaml::to_string(&v2).unwrap()}}),
-        ),
+        &kube::api::Patch::Merge(json!({"spec": {"contributions": {
+            "configMapRef": null,
+            "manifestUri": s3.uri("v2/manifest.yaml"),
+            "credentialsSecretRef": {"name": "contributions-store"}}}})),
     )
     .await
     .unwrap();
@@ -572,6 +598,30 @@ async fn the_lifecycle_runs_end_to_end() {
         assert!(Instant::now() < deadline, "no curation Job for version 2");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // The pod gets the store's credentials from the Secret (the operator never reads it).
+    let c2 = &job2
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(
+        c2.env_from.as_ref().unwrap()[0]
+            .secret_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "contributions-store"
+    );
+    assert!(
+        c2.args
+            .as_ref()
+            .unwrap()
+            .contains(&"s3://contributions/v2/manifest.yaml".to_string())
+    );
     run_curation_pod(
         &client,
         Path::new(env!("CARGO_BIN_EXE_modelcommons-operator")),

@@ -331,6 +331,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             namespace: args.namespace.clone(),
             operator_image: args.operator_image.clone(),
             artifact_store: args.artifact_store.clone(),
+            objects: modelcommons_operator::curate::ObjectFetch::from_env(),
             recheck: Duration::from_secs(args.recheck_seconds.max(1)),
             result_grace: Duration::from_secs(args.result_grace_seconds),
             governance: GovernanceDefaults {

@@ -149,11 +149,16 @@ impl ManifestSource {
                 name: r.name.clone(),
                 key: r.key.clone(),
             }),
-            (None, Some(u)) if u.starts_with("file://") || u.starts_with("http") => {
+            (None, Some(u))
+                if u.starts_with("file://")
+                    || u.starts_with("http://")
+                    || u.starts_with("https://")
+                    || crate::curate::is_object_uri(u) =>
+            {
                 Ok(Self::Uri(u.clone()))
             }
             (None, Some(u)) => Err(format!(
-                "{u}: this operator reads manifests from ConfigMaps, file:// and http(s):// (s3/gs/az/pvc are not supported yet); put the manifest in a ConfigMap"
+                "{u}: this operator reads manifests from ConfigMaps and s3://, gs://, az://, http(s):// and file:// URIs; put the manifest in one of those"
             )),
             (None, None) => {
                 Err("set contributions.manifestUri or contributions.configMapRef".into())
@@ -161,12 +166,13 @@ impl ManifestSource {
         }
     }
 
-    /// Reads the manifest's text.
+    /// Reads the manifest's text; object-store URIs with `objects`' settings.
     pub async fn read(
         &self,
         client: &kube::Client,
         ns: &str,
         data_root: &Path,
+        objects: &crate::curate::ObjectFetch,
     ) -> Result<String, String> {
         match self {
             Self::ConfigMap { name, key } => {
@@ -180,7 +186,9 @@ impl ManifestSource {
                     .ok_or_else(|| format!("ConfigMap {name} has no key {key}"))
             }
             Self::Uri(uri) => {
-                let fetch = AnyFetch::new(data_root).map_err(|e| e.to_string())?;
+                let fetch = AnyFetch::new(data_root)
+                    .map_err(|e| e.to_string())?
+                    .with_objects(objects.clone());
                 let bytes = fetch
                     .fetch(uri, 64 * 1024 * 1024)
                     .await
@@ -207,7 +215,7 @@ pub struct CurateArgs {
     /// Its spec (format, curation, rewards).
     pub spec: modelcommons_crds::datanet::DatanetSpec,
     pub version: u32,
-    /// The manifest: `file://` or `http(s)://`.
+    /// The manifest: `file://`, `http(s)://`, `s3://`, `gs://` or `az://`.
     pub manifest: String,
     pub artifact_store: String,
     /// The root `file://` URIs resolve under (`/` in a pod).
@@ -319,6 +327,10 @@ pub fn curation_job(
             "image": ctx.config.operator_image,
             "args": args,
             "env": [{"name": SPEC_ENV, "value": serde_json::to_string(&dn.spec).unwrap_or_default()}],
+            // Object-store credentials as the environment object_store reads; the kubelet
+            // resolves the Secret, the operator never reads it.
+            "envFrom": dn.spec.contributions.credentials_secret_ref.as_ref()
+                .map(|r| json!([{"secretRef": {"name": r.name}}])).unwrap_or_else(|| json!([])),
             "volumeMounts": mounts,
             "terminationMessagePath": RESULT_FILE,
             "terminationMessagePolicy": "File",
@@ -422,7 +434,10 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             ));
         }
     };
-    let manifest = match source.read(&ctx.client, &ns, Path::new("/")).await {
+    let manifest = match source
+        .read(&ctx.client, &ns, Path::new("/"), &ctx.config.objects)
+        .await
+    {
         Ok(m) => m,
         Err(m) => {
             let phase = if status.phase == Some(DatanetPhase::Ready) {
@@ -433,7 +448,12 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             return Ok(Shown::new(
                 phase,
                 "ManifestUnavailable",
-                format!("{m}; retrying"),
+                match &source {
+                    ManifestSource::Uri(u) if crate::curate::is_object_uri(u) => format!(
+                        "{m}; retrying. The operator reads object-store manifests with the AWS_*, GOOGLE_* and AZURE_* settings of its own environment (Helm value objectStore.envFromSecret); the curation Job with contributions.credentialsSecretRef"
+                    ),
+                    _ => format!("{m}; retrying"),
+                },
                 recheck,
             ));
         }

@@ -45,6 +45,9 @@ pub struct Config {
     /// Where curated datasets and reward maps are written, content-addressed: `file:///dir`
     /// or `pvc://claim/dir` (mounted into curation and trainer pods).
     pub artifact_store: String,
+    /// How the operator reads Datanet manifests on `s3://`, `gs://` and `az://`: the
+    /// `object_store` settings of its own environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+    pub objects: crate::curate::ObjectFetch,
     /// Governance defaults for proposals that set none.
     pub governance: GovernanceDefaults,
 }
@@ -86,6 +89,7 @@ impl Default for Config {
             result_grace: std::time::Duration::from_secs(300),
             operator_image: "ghcr.io/modelcommons/operator:0.1.0".into(),
             artifact_store: "pvc://modelcommons-artifacts".into(),
+            objects: crate::curate::ObjectFetch::new(Vec::new()),
             governance: GovernanceDefaults::default(),
         }
     }

@@ -1,5 +1,6 @@
 //! Reading contributions: the [`Fetch`] trait and its implementations for local files
-//! ([`FileFetch`]), HTTP(S) ([`HttpFetch`]) and both by scheme ([`AnyFetch`]).
+//! ([`FileFetch`]), HTTP(S) ([`HttpFetch`]), object stores ([`ObjectFetch`]) and all of them
+//! by scheme ([`AnyFetch`]).
 //!
 //! A fetch that fails is an outcome of that contribution (`Unreachable` or `TooLarge`), never
 //! an error of the curation.
@@ -13,6 +14,8 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::AsyncReadExt;
+
+use super::object::ObjectFetch;
 
 /// Why a contribution's bytes could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -377,24 +380,34 @@ impl Fetch for HttpFetch {
     }
 }
 
-/// Local files and HTTP(S) by the URI's scheme: `file://` and bare paths go to
-/// [`FileFetch`], `http(s)://` to [`HttpFetch`]. Other schemes (`s3://`, `gs://`, `az://`,
-/// `pvc://`) are `Unreachable` here: the Job mounts or downloads those to files first.
+/// Every location by the URI's scheme: `file://` and bare paths go to [`FileFetch`],
+/// `http(s)://` to [`HttpFetch`], `s3://`, `gs://` and `az://` to [`ObjectFetch`]. Other
+/// schemes (`pvc://`) are `Unreachable` here: the Job mounts those as files first.
 #[derive(Debug, Clone)]
 pub struct AnyFetch {
     /// For `file://` and bare paths.
     pub file: FileFetch,
     /// For `http://` and `https://`.
     pub http: HttpFetch,
+    /// For `s3://`, `gs://` and `az://`.
+    pub objects: ObjectFetch,
 }
 
 impl AnyFetch {
-    /// Files under `root` and an [`HttpFetch::new`] client.
+    /// Files under `root`, an [`HttpFetch::new`] client and object stores configured from
+    /// this process's environment ([`ObjectFetch::from_env`]).
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, super::Error> {
         Ok(Self {
             file: FileFetch::new(root),
             http: HttpFetch::new()?,
+            objects: ObjectFetch::from_env(),
         })
+    }
+
+    /// Replaces the object stores' settings.
+    pub fn with_objects(mut self, objects: ObjectFetch) -> Self {
+        self.objects = objects;
+        self
     }
 }
 
@@ -403,9 +416,10 @@ impl Fetch for AnyFetch {
         match scheme(uri).as_deref() {
             Some("http" | "https") => self.http.fetch(uri, max_bytes).await,
             None | Some("file") => self.file.fetch(uri, max_bytes).await,
+            Some("s3" | "gs" | "az") => self.objects.fetch(uri, max_bytes).await,
             Some(other) => Err(FetchError::Unreachable(format!(
-                "{uri}: {other}:// is not fetched by the curation itself; only file:// \
-                 and http(s):// are (mount or copy the data first)"
+                "{uri}: {other}:// is not fetched by the curation itself; file://, \
+                 http(s)://, s3://, gs:// and az:// are (mount or copy the data first)"
             ))),
         }
     }
@@ -751,13 +765,20 @@ mod tests {
         let f = AnyFetch {
             file: FileFetch::new(dir.path()),
             http: quick(),
+            objects: ObjectFetch::new(Vec::new()),
         };
         assert_eq!(f.fetch("file:///a", 10).await.unwrap(), b"local");
         assert_eq!(f.fetch("/a", 10).await.unwrap(), b"local");
         assert_eq!(f.fetch(&format!("{base}/a"), 10).await.unwrap(), b"remote");
         assert!(matches!(
-            f.fetch("gs://bucket/a", 10).await,
+            f.fetch("pvc://claim/a", 10).await,
             Err(FetchError::Unreachable(m)) if m.contains("mount or copy")
+        ));
+        // An object URI goes to the object store (here one without a bucket: refused before
+        // any request).
+        assert!(matches!(
+            f.fetch("s3:///a", 10).await,
+            Err(FetchError::Unreachable(m)) if m.contains("no bucket")
         ));
     }
 }

@@ -91,6 +91,7 @@ impl Fixture {
             http: HttpFetch::new()
                 .unwrap()
                 .with_retries(2, Duration::from_millis(5)),
+            objects: super::ObjectFetch::new(Vec::new()),
         }
     }
 }

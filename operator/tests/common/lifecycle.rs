@@ -335,6 +335,17 @@ pub async fn run_curation_pod(client: &kube::Client, binary: &Path, job: &Job) -
     let result = dir.path().join("termination-log");
     let mut cmd = tokio::process::Command::new(binary);
     cmd.args(&args).arg("--result-file").arg(&result);
+    // As the kubelet does: Secrets named by envFrom become environment variables.
+    for from in c.env_from.clone().unwrap_or_default() {
+        let Some(r) = from.secret_ref else { continue };
+        let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+            .get(&r.name)
+            .await
+            .unwrap();
+        for (k, v) in secret.data.unwrap_or_default() {
+            cmd.env(k, String::from_utf8(v.0).unwrap());
+        }
+    }
     for e in c.env.clone().unwrap_or_default() {
         if let Some(v) = e.value {
             cmd.env(e.name, v);

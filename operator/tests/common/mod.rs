@@ -212,3 +212,4 @@ impl Chain {
     }
 }
 pub mod lifecycle;
+pub mod stores;
