@@ -49,8 +49,8 @@ bench: ## measure the test bed: control-plane and anvil start times, warm `make 
 bench-trainer: ## trainer speed and peak memory vs PyTorch eager / transformers generate (THREADS=2)
 	hack/bench-trainer.sh
 
-bench-operator: ## FineTuneJob controller latency, 1,000 jobs to Running, RSS, idle writes (FTJ_COUNT=1000)
-	$(DEPS) && cargo bench -q -p modelcommons-operator --bench controller --profile dev
+bench-operator: ## FineTuneJob controller latency, 1,000 jobs to Running, RSS, idle writes (FTJ_COUNT=1000; release build, as the image ships)
+	$(DEPS) && cargo bench -q -p modelcommons-operator --bench controller
 
 bench-gas: ## print the gas of every ledger operation on anvil (Merkle claims at 10, 1k, 10k recipients)
 	$(DEPS) && cargo bench -q -p modelcommons-operator --bench gas

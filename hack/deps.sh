@@ -5,7 +5,8 @@
 # Python reference (torch 2.13.0 + transformers from PyPI) the trainer's parity tests use.
 # Everything heavy is cached by version under ${MODELCOMMONS_CACHE:-~/.cache/modelcommons}.
 # Prints shell `export` lines for LIBTORCH, MODELCOMMONS_CONTROLPLANE_BIN, MODELCOMMONS_PYTHON,
-# MODELCOMMONS_HELM and the object-store servers of the Datanet tests (hack/object-stores.sh).
+# MODELCOMMONS_HELM, the object-store servers of the Datanet tests (hack/object-stores.sh) and
+# the Gateway API CRDs of the route tests (hack/gateway-api.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,7 @@ bins=$(hack/controlplane/build.sh)
 python=$(hack/pyenv.sh)
 helm=$(hack/helm.sh)
 hack/object-stores.sh
+hack/gateway-api.sh
 echo "export LIBTORCH=$libtorch"
 echo "export MODELCOMMONS_PYTHON=$python"
 echo "export MODELCOMMONS_CONTROLPLANE_BIN=$bins"

@@ -70,6 +70,52 @@ pub struct ModelDeploymentSpec {
     /// the previous one the rest, until `trafficPercent` reaches 100 (promotion).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
+
+    /// Expose the endpoint through the Gateway API: an `HTTPRoute` named like this
+    /// ModelDeployment, attached to these Gateways, sends traffic to its Service. During a
+    /// canary the route's backend weights split the traffic exactly (`trafficPercent` to the
+    /// new revision) instead of the replica ratio. Needs the Gateway API CRDs
+    /// (`gateway.networking.k8s.io/v1`) and a Gateway implementation; without the CRDs the
+    /// `Routed` condition says so and the Service still serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<Route>,
+}
+
+/// An `HTTPRoute` for the endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// The Gateways (or their listeners) the route attaches to.
+    #[schemars(length(min = 1, max = 32))]
+    pub parent_refs: Vec<GatewayRef>,
+    /// Host names the route matches (empty: every host name of the Gateway's listeners).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(regex(
+            pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+        ))
+    )]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub hostnames: Vec<String>,
+}
+
+/// A Gateway, as a Gateway API `parentRef`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayRef {
+    /// The Gateway's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The Gateway's namespace (default: this ModelDeployment's). Another namespace's
+    /// Gateway must allow routes from this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// One listener of the Gateway, by name (default: all that accept the route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
 }
 
 fn default_integrations() -> Vec<Integration> {

@@ -365,3 +365,243 @@ async fn a_model_deployment_serves_through_the_real_server() {
     controller.abort();
     ns.delete().await.unwrap();
 }
+
+/// `spec.route`: without the Gateway API the `Routed` condition says what to install and the
+/// Service serves; with its CRDs (the real ones, from the Go module proxy) an HTTPRoute attaches
+/// the endpoint to the Gateway, a canary splits traffic by route weights between one Service per
+/// revision, a Gateway's refusal shows in the condition, promotion leaves one backend and
+/// removing `spec.route` removes the route. On its own control plane: it installs
+/// cluster-scoped CRDs.
+#[tokio::test]
+async fn a_canary_splits_traffic_by_gateway_api_route_weights() {
+    use kube::api::DynamicObject;
+    let plane = modelcommons_testbed::ControlPlane::start(
+        modelcommons_testbed::ControlPlaneOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = plane.client().await.unwrap();
+    install_crds(&client, &modelcommons_crds::all_crds())
+        .await
+        .unwrap();
+    let ns = TestNamespace::create(&client, "route").await.unwrap();
+    let n = ns.name();
+    let (d1, d2) = ("1".repeat(64), "2".repeat(64));
+    let mut m = md(
+        n,
+        "clause-review",
+        json!({"artifact": {"uri": "file:///models/v1", "sha256": d1}}),
+    );
+    m.spec.route = Some(
+        serde_json::from_value(
+            json!({"parentRefs": [{"name": "public", "namespace": "gateways"}],
+            "hostnames": ["clause-review.example.org"]}),
+        )
+        .unwrap(),
+    );
+    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), n);
+    mds.create(&PostParams::default(), &m).await.unwrap();
+    let config = Config {
+        namespace: Some(n.to_string()),
+        recheck: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let controller = tokio::spawn(deployment::run(Context::new(client.clone(), config)));
+    let routed = |m: &ModelDeployment| {
+        m.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Routed").cloned())
+    };
+    let wait_routed = |reason: &'static str| {
+        let mds = mds.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let m = mds.get("clause-review").await.unwrap();
+                if let Some(c) = routed(&m).filter(|c| c.reason == reason) {
+                    return (m, c);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no Routed {reason}: {:?}",
+                    m.status
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    // 1. No Gateway API: said, and the Service serves.
+    let (_, c) = wait_routed("GatewayAPIMissing").await;
+    assert_eq!(c.status, "False");
+    assert!(c.message.contains("install them"), "{}", c.message);
+    wait_phase(&mds, "clause-review", ModelDeploymentPhase::Ready).await;
+
+    // 2. The Gateway API's CRDs installed: the route appears by itself, one backend.
+    let crds = PathBuf::from(std::env::var("MODELCOMMONS_GATEWAY_API_CRDS").expect(
+        "MODELCOMMONS_GATEWAY_API_CRDS: run through `make test` or eval \"$(hack/deps.sh)\"",
+    ));
+    let out = plane
+        .kubectl()
+        .unwrap()
+        .args(["apply", "--server-side", "-f"])
+        .arg(crds.join("gateway.networking.k8s.io_httproutes.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, c) = wait_routed("RouteApplied").await;
+    assert_eq!(c.status, "True");
+    let gvk = kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let routes: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        n,
+        &kube::api::ApiResource::from_gvk_with_plural(&gvk, "httproutes"),
+    );
+    let backends = |r: &DynamicObject| -> Vec<(String, u64)> {
+        r.data["spec"]["rules"][0]["backendRefs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["name"].as_str().unwrap().to_string(),
+                    b["weight"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let r = routes.get("clause-review").await.unwrap();
+    assert_eq!(backends(&r), [("clause-review".to_string(), 100)]);
+    assert_eq!(r.data["spec"]["parentRefs"][0]["name"], "public");
+    assert_eq!(r.data["spec"]["parentRefs"][0]["namespace"], "gateways");
+    assert_eq!(r.data["spec"]["hostnames"][0], "clause-review.example.org");
+
+    // 3. A canary at 20%: weights 80/20 between one Service per revision.
+    let merge = |v: serde_json::Value| {
+        let mds = mds.clone();
+        async move {
+            mds.patch("clause-review", &PatchParams::default(), &Patch::Merge(&v))
+                .await
+                .unwrap();
+        }
+    };
+    merge(
+        json!({"spec": {"replicas": 2, "canary": {"trafficPercent": 20},
+        "modelRef": {"artifact": {"uri": "file:///models/v2", "sha256": d2}}}}),
+    )
+    .await;
+    let m = wait_reason(&mds, "clause-review", "CanaryServing").await;
+    let ready = m
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.message.contains("HTTPRoute weights"),
+        "{}",
+        ready.message
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = routes.get("clause-review").await.unwrap();
+        if backends(&r).len() == 2 {
+            assert_eq!(
+                backends(&r),
+                [
+                    ("clause-review-stable".to_string(), 80),
+                    ("clause-review-canary".to_string(), 20)
+                ]
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the route never split");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let services = Api::<Service>::namespaced(client.clone(), n);
+    let selector =
+        |s: Service| s.spec.unwrap().selector.unwrap()["modelcommons.dev/revision"].clone();
+    assert_eq!(
+        selector(services.get("clause-review-stable").await.unwrap()),
+        "1".repeat(12)
+    );
+    assert_eq!(
+        selector(services.get("clause-review-canary").await.unwrap()),
+        "2".repeat(12)
+    );
+
+    // 4. A Gateway refusing the route shows in the condition.
+    routes
+        .patch_status(
+            "clause-review",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"parents": [{
+                "parentRef": {"name": "public", "namespace": "gateways"},
+                "controllerName": "example.org/gateway",
+                "conditions": [{"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners",
+                    "message": "no listener allows routes from this namespace",
+                    "lastTransitionTime": "2026-11-30T00:00:00Z", "observedGeneration": 1}]}]}})),
+        )
+        .await
+        .unwrap();
+    // The operator looks at the route's status when it reconciles (any change to the
+    // ModelDeployment, or its periodic look): touch it.
+    mds.patch(
+        "clause-review",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"example.org/touched": "1"}}})),
+    )
+    .await
+    .unwrap();
+    let (_, c) = wait_routed("RouteNotAccepted").await;
+    assert_eq!(c.status, "False");
+    assert!(
+        c.message.contains("no listener allows routes"),
+        "{}",
+        c.message
+    );
+
+    // 5. Promotion: one backend again, the per-revision Services gone.
+    merge(json!({"spec": {"canary": {"trafficPercent": 100}}})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = routes.get("clause-review").await.unwrap();
+        let gone = services
+            .get_opt("clause-review-canary")
+            .await
+            .unwrap()
+            .is_none()
+            && services
+                .get_opt("clause-review-stable")
+                .await
+                .unwrap()
+                .is_none();
+        if backends(&r) == [("clause-review".to_string(), 100)] && gone {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not promoted: {:?}",
+            backends(&r)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // 6. Without spec.route the route goes, and so does the condition.
+    merge(json!({"spec": {"route": null}})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = mds.get("clause-review").await.unwrap();
+        if routed(&m).is_none() && routes.get_opt("clause-review").await.unwrap().is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the route stayed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    controller.abort();
+}

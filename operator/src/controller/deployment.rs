@@ -13,6 +13,13 @@
 //! (`modelcommons_serve_http_requests_in_flight`, served to the HPA by a custom-metrics adapter
 //! such as prometheus-adapter).
 //!
+//! With `spec.route` and the Gateway API installed, an `HTTPRoute` attaches the endpoint to the
+//! named Gateways; during a canary it splits traffic by backend weights between a
+//! `<name>-stable` and a `<name>-canary` Service (one per revision), exactly `trafficPercent`
+//! to the new revision whatever the replica counts. The `Routed` condition says whether the
+//! route is in place and accepted, or that the Gateway API is not installed (then the replica
+//! ratio splits traffic).
+//!
 //! Children are applied only when what the operator would write differs from what it wrote
 //! last (a hash of it in an annotation): an idle resync writes nothing.
 
@@ -334,6 +341,112 @@ where
         .await?)
 }
 
+/// The Gateway API group and version the operator writes routes in.
+pub const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
+/// The `Routed` condition: whether the HTTPRoute of `spec.route` is in place.
+pub const ROUTED: &str = "Routed";
+
+/// The HTTPRoutes of `ns`, when the Gateway API's CRD is served (None: not installed).
+async fn httproutes(
+    client: &kube::Client,
+    ns: &str,
+) -> Result<Option<Api<kube::api::DynamicObject>>, Error> {
+    match client.list_api_group_resources(GATEWAY_API).await {
+        Ok(list) if list.resources.iter().any(|r| r.name == "httproutes") => {
+            let gvk =
+                kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+            let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, "httproutes");
+            Ok(Some(Api::namespaced_with(client.clone(), ns, &ar)))
+        }
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The HTTPRoute of `spec.route`: its rule sends traffic to `backends` — (Service, weight).
+pub fn http_route(
+    md: &ModelDeployment,
+    route: &modelcommons_crds::deployment::Route,
+    backends: &[(String, u32)],
+) -> serde_json::Value {
+    let name = md.name_any();
+    let parents: Vec<_> = route
+        .parent_refs
+        .iter()
+        .map(|p| {
+            let mut v =
+                json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": p.name});
+            if let Some(n) = &p.namespace {
+                v["namespace"] = json!(n);
+            }
+            if let Some(s) = &p.section_name {
+                v["sectionName"] = json!(s);
+            }
+            v
+        })
+        .collect();
+    let backend_refs: Vec<_> = backends
+        .iter()
+        .map(|(svc, weight)| json!({"group": "", "kind": "Service", "name": svc, "port": 80, "weight": weight}))
+        .collect();
+    let mut spec = json!({"parentRefs": parents,
+        "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": backend_refs}]});
+    if !route.hostnames.is_empty() {
+        spec["hostnames"] = json!(route.hostnames);
+    }
+    json!({"apiVersion": GATEWAY_API, "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": md.namespace(),
+            "labels": {LABEL_MANAGED_BY: "modelcommons-operator", LABEL_INSTANCE: name},
+            "ownerReferences": [owner(md)]},
+        "spec": spec})
+}
+
+/// A Service in front of the server pods of one revision (a canary's two backends).
+fn revision_service(md: &ModelDeployment, name: &str, digest: &str) -> serde_json::Value {
+    let instance = md.name_any();
+    let revision: String = digest.chars().take(12).collect();
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": md.namespace(),
+            "labels": {LABEL_MANAGED_BY: "modelcommons-operator", LABEL_INSTANCE: instance},
+            "ownerReferences": [owner(md)]},
+        "spec": {"selector": {LABEL_INSTANCE: instance, "app.kubernetes.io/name": "modelcommons-server",
+                "modelcommons.dev/revision": revision},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
+}
+
+/// Whether every Gateway that reported on the route accepted it: Some(false, why) when one
+/// refused it, None while none has reported.
+fn route_accepted(route: &kube::api::DynamicObject) -> Option<(bool, String)> {
+    let parents = route.data.get("status")?.get("parents")?.as_array()?;
+    let mut seen = false;
+    for p in parents {
+        let gateway = p
+            .pointer("/parentRef/name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
+        for c in p
+            .get("conditions")
+            .and_then(|c| c.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if c.get("type").and_then(|t| t.as_str()) != Some("Accepted") {
+                continue;
+            }
+            seen = true;
+            if c.get("status").and_then(|s| s.as_str()) != Some("True") {
+                let why = c.get("message").and_then(|m| m.as_str()).unwrap_or("");
+                return Some((
+                    false,
+                    format!("Gateway {gateway} did not accept the route: {why}"),
+                ));
+            }
+        }
+    }
+    seen.then(|| (true, String::new()))
+}
+
 fn availability(d: &Deployment, want: u32) -> (u32, bool) {
     let st = d.status.clone().unwrap_or_default();
     let ready = u32::try_from(st.available_replicas.unwrap_or(0).max(0)).unwrap_or(0);
@@ -413,6 +526,12 @@ async fn reconcile_inner(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<
                 .filter(|p| *p < 100);
             let image = &ctx.config.trainer_image;
             let hpa_managed = md.spec.autoscaling.is_some();
+            // spec.route with the Gateway API installed: canary traffic splits by route weights.
+            let routes = match &md.spec.route {
+                Some(_) => httproutes(&ctx.client, &ns).await?,
+                None => None,
+            };
+            let mut backends: Vec<(String, u32)> = vec![(name.clone(), 100)];
             let short = |d: &str| d.chars().take(12).collect::<String>();
             let (phase, ok, reason, message, ready, want);
             match (percent, stable_model.clone()) {
@@ -428,12 +547,40 @@ async fn reconcile_inner(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<
                     ready = rs.0 + cs.0;
                     want = n_stable + n_canary;
                     body["previousRevision"] = json!(old.digest);
-                    let split = format!(
-                        "{n_canary} of {want} replicas (~{pct}% of traffic) serve revision {} beside {} on {}",
-                        short(&model.digest),
-                        n_stable,
-                        short(&old.digest)
-                    );
+                    let split = if routes.is_some() {
+                        // One Service per revision, weighted in the route: the split is exact.
+                        let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+                        for (svc, digest) in [
+                            (format!("{name}-stable"), &old.digest),
+                            (canary_name.clone(), &model.digest),
+                        ] {
+                            let existing = services.get_opt(&svc).await?;
+                            apply_if_changed(
+                                &services,
+                                &svc,
+                                existing,
+                                revision_service(&md, &svc, digest),
+                            )
+                            .await?;
+                        }
+                        backends = vec![
+                            (format!("{name}-stable"), 100 - pct),
+                            (canary_name.clone(), pct),
+                        ];
+                        format!(
+                            "{pct}% of traffic (HTTPRoute weights) to revision {} on {n_canary} replicas, {}% to {} on {n_stable}",
+                            short(&model.digest),
+                            100 - pct,
+                            short(&old.digest)
+                        )
+                    } else {
+                        format!(
+                            "{n_canary} of {want} replicas (~{pct}% of traffic) serve revision {} beside {} on {}",
+                            short(&model.digest),
+                            n_stable,
+                            short(&old.digest)
+                        )
+                    };
                     (phase, ok, reason, message) =
                         if rs.1 && cs.1 && rs.0 >= n_stable && cs.0 >= n_canary {
                             (
@@ -530,6 +677,79 @@ async fn reconcile_inner(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<
             let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
             let existing = services.get_opt(&name).await?;
             apply_if_changed(&services, &name, existing, svc).await?;
+            // The per-revision Services of a canary go once it is promoted or dropped.
+            if backends.len() == 1 {
+                for svc in [format!("{name}-stable"), canary_name.clone()] {
+                    if services.get_opt(&svc).await?.is_some() {
+                        services.delete(&svc, &Default::default()).await?;
+                    }
+                }
+            }
+            match (&md.spec.route, routes) {
+                (Some(route), Some(routes)) => {
+                    let existing = routes.get_opt(&name).await?;
+                    let applied = apply_if_changed(
+                        &routes,
+                        &name,
+                        existing,
+                        http_route(&md, route, &backends),
+                    )
+                    .await?;
+                    let gateways = route
+                        .parent_refs
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let weights = backends
+                        .iter()
+                        .map(|(s, w)| format!("{s} {w}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let (ok, reason, message) = match route_accepted(&applied) {
+                        Some((false, why)) => (false, "RouteNotAccepted", why),
+                        Some((true, _)) => (
+                            true,
+                            "Accepted",
+                            format!("HTTPRoute {name} accepted by {gateways}; weights: {weights}"),
+                        ),
+                        None => (
+                            true,
+                            "RouteApplied",
+                            format!(
+                                "HTTPRoute {name} attached to {gateways} (no Gateway has reported on it yet); weights: {weights}"
+                            ),
+                        ),
+                    };
+                    set_condition(&mut conds, ROUTED, ok, reason, &message, generation, now());
+                }
+                (Some(_), None) => {
+                    set_condition(
+                        &mut conds,
+                        ROUTED,
+                        false,
+                        "GatewayAPIMissing",
+                        &format!(
+                            "spec.route needs the Gateway API CRDs ({GATEWAY_API} HTTPRoute): install them and a Gateway implementation, or remove spec.route; the Service {name} serves meanwhile and a canary splits traffic by replica ratio"
+                        ),
+                        generation,
+                        now(),
+                    );
+                }
+                (None, _) => {
+                    // A route this operator made for an earlier spec goes with spec.route.
+                    if conds.iter().any(|c| c.type_ == ROUTED) {
+                        if let Some(routes) = httproutes(&ctx.client, &ns).await? {
+                            match routes.delete(&name, &Default::default()).await {
+                                Ok(_) => {}
+                                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                        conds.retain(|c| c.type_ != ROUTED);
+                    }
+                }
+            }
             let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
             let existing = hpas.get_opt(&name).await?;
             match &md.spec.autoscaling {
@@ -546,7 +766,13 @@ async fn reconcile_inner(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<
             body["url"] = json!(format!("http://{name}.{ns}.svc/v1"));
             body["readyReplicas"] = json!(format!("{ready}/{want}"));
             body["latestRevision"] = json!(model.digest);
-            requeue = if ok {
+            let unrouted = conds
+                .iter()
+                .any(|c| c.type_ == ROUTED && c.status != "True");
+            requeue = if ok && unrouted {
+                // Looks again soon for the Gateway API being installed or a Gateway accepting.
+                Action::requeue(ctx.config.recheck)
+            } else if ok {
                 Action::requeue(Duration::from_secs(300))
             } else {
                 Action::requeue(Duration::from_secs(5))

@@ -534,12 +534,19 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
         }
     };
 
+    // Without a Job yet, the status is judged from the Job as it will be created, and written
+    // while the children are applied: an opened gate shows in one round trip, not two.
+    let fresh = existing.is_none();
     let job = match existing {
         Some(j) => j,
         None => {
-            let j = apply_children(&ftj, ctx, &admitted).await?;
-            tracing::info!(job = %name, dataset_version = admitted.dataset_version, "trainer Job created");
-            j
+            let suspend = ftj.spec.run_policy.suspend || ftj.spec.run_policy.queue_name.is_some();
+            serde_json::from_value(trainer_job(
+                &ftj,
+                &ctx.config.trainer_image,
+                &admitted,
+                suspend,
+            ))?
         }
     };
     // runPolicy.suspend toggles the Job when no queue manages it.
@@ -763,7 +770,29 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
             }
         }
     };
-    write_status(&ftj, ctx, d, None).await?;
+    if !fresh {
+        write_status(&ftj, ctx, d, None).await?;
+        return Ok(requeue);
+    }
+    let (applied, written) = futures::join!(
+        apply_children(&ftj, ctx, &admitted),
+        write_status(&ftj, ctx, d, None)
+    );
+    if let Err(e) = applied {
+        // Not created (a quota, an admission webhook, …): say so instead of the status
+        // written beside it, and try again.
+        let message = format!("creating the trainer Job {name} failed: {e}; retrying");
+        let d = Desired {
+            phase: FineTuneJobPhase::Pending,
+            conditions: desired_conditions(&ftj, &[(READY, false, "JobNotCreated", &message)]),
+            extra: json!({}),
+        };
+        write_status(&ftj, ctx, d, None).await?;
+        ctx.event(&*ftj, EventType::Warning, "JobNotCreated", message);
+        return Err(e);
+    }
+    written?;
+    tracing::info!(job = %name, dataset_version = admitted.dataset_version, "trainer Job created");
     Ok(requeue)
 }
 
