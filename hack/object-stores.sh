@@ -11,6 +11,15 @@ AZURITE_VERSION=3.37.0
 STORAGE_BLOB_VERSION=12.29.1
 FAKE_GCS_VERSION=v1.56.1
 
+if ! command -v java >/dev/null 2>&1; then
+  echo "deps: installing a Java runtime (s3proxy runs on it)" >&2
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq default-jre-headless) >&2
+  else
+    echo "deps: java (>= 17) is required for s3proxy" >&2; exit 1
+  fi
+fi
+
 jar="$cache/s3proxy-$S3PROXY_VERSION/s3proxy.jar"
 if [ ! -s "$jar" ]; then
   echo "deps: s3proxy $S3PROXY_VERSION from Maven Central" >&2

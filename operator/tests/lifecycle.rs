@@ -301,15 +301,7 @@ async fn the_lifecycle_runs_end_to_end() {
 
     // 2. Curation runs as a Job of the operator's image; this test runs it as the kubelet.
     let job = job_of(&client, n, "clause-review-data").await;
-    let c = &job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let c = container(&job);
     assert_eq!(c.args.as_ref().unwrap()[0], "curate");
     assert_eq!(
         job.spec
@@ -599,15 +591,7 @@ async fn the_lifecycle_runs_end_to_end() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     // The pod gets the store's credentials from the Secret (the operator never reads it).
-    let c2 = &job2
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let c2 = container(&job2);
     assert_eq!(
         c2.env_from.as_ref().unwrap()[0]
             .secret_ref

@@ -677,8 +677,10 @@ async fn reconcile_inner(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<
             let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
             let existing = services.get_opt(&name).await?;
             apply_if_changed(&services, &name, existing, svc).await?;
-            // The per-revision Services of a canary go once it is promoted or dropped.
-            if backends.len() == 1 {
+            // The per-revision Services of a routed canary go once it is promoted or dropped
+            // (or the route is): only a route ever made them.
+            let routed_before = conds.iter().any(|c| c.type_ == ROUTED);
+            if backends.len() == 1 && (md.spec.route.is_some() || routed_before) {
                 for svc in [format!("{name}-stable"), canary_name.clone()] {
                     if services.get_opt(&svc).await?.is_some() {
                         services.delete(&svc, &Default::default()).await?;

@@ -130,46 +130,26 @@ impl ObjectFetch {
         use object_store::azure::MicrosoftAzureBuilder;
         use object_store::gcp::GoogleCloudStorageBuilder;
         let fail = |e: object_store::Error| format!("{url}: {e}");
+        // The three builders have the same methods but no common trait.
+        macro_rules! build {
+            ($builder:ty, $prefix:literal) => {{
+                let mut b = <$builder>::new();
+                for (k, v) in self.settings($prefix) {
+                    b = b.with_config(k, v);
+                }
+                Arc::new(
+                    b.with_url(url.as_str())
+                        .with_retry(self.retry.clone())
+                        .with_http_connector(Connector)
+                        .build()
+                        .map_err(fail)?,
+                )
+            }};
+        }
         let store: Arc<dyn ObjectStore> = match url.scheme() {
-            "s3" => {
-                let mut b = AmazonS3Builder::new();
-                for (k, v) in self.settings("aws_") {
-                    b = b.with_config(k, v);
-                }
-                Arc::new(
-                    b.with_url(url.as_str())
-                        .with_retry(self.retry.clone())
-                        .with_http_connector(Connector)
-                        .build()
-                        .map_err(fail)?,
-                )
-            }
-            "gs" => {
-                let mut b = GoogleCloudStorageBuilder::new();
-                for (k, v) in self.settings("google_") {
-                    b = b.with_config(k, v);
-                }
-                Arc::new(
-                    b.with_url(url.as_str())
-                        .with_retry(self.retry.clone())
-                        .with_http_connector(Connector)
-                        .build()
-                        .map_err(fail)?,
-                )
-            }
-            "az" => {
-                let mut b = MicrosoftAzureBuilder::new();
-                for (k, v) in self.settings("azure_") {
-                    b = b.with_config(k, v);
-                }
-                Arc::new(
-                    b.with_url(url.as_str())
-                        .with_retry(self.retry.clone())
-                        .with_http_connector(Connector)
-                        .build()
-                        .map_err(fail)?,
-                )
-            }
+            "s3" => build!(AmazonS3Builder, "aws_"),
+            "gs" => build!(GoogleCloudStorageBuilder, "google_"),
+            "az" => build!(MicrosoftAzureBuilder, "azure_"),
             other => return Err(format!("{url}: {other}:// is not an object store")),
         };
         Ok(store)

@@ -27,7 +27,10 @@ fn is_retryable(err: &alloy::contract::Error) -> bool {
     let text = err.to_string().to_ascii_lowercase();
     [
         "nonce too low",
+        // geth's and anvil's words for an identical transaction already in the pool (two
+        // racing writers signed the same write with the same nonce): read again, then wait.
         "already known",
+        "already imported",
         "replacement transaction underpriced",
         "connection",
         "timed out",

@@ -229,16 +229,20 @@ pub fn manifest(datanet: &str, data: &Path) -> Manifest {
 }
 
 /// Plays the kubelet for the only pod of `job`: runs `binary` with its args and env.
-pub async fn run_pod(binary: &Path, job: &Job, kubeconfig: &Path) -> String {
-    let c = &job
-        .spec
+/// The first container of a Job's pod template.
+pub fn container(job: &Job) -> &k8s_openapi::api::core::v1::Container {
+    &job.spec
         .as_ref()
         .unwrap()
         .template
         .spec
         .as_ref()
         .unwrap()
-        .containers[0];
+        .containers[0]
+}
+
+pub async fn run_pod(binary: &Path, job: &Job, kubeconfig: &Path) -> String {
+    let c = container(job);
     let mut cmd = tokio::process::Command::new(binary);
     cmd.args(c.args.clone().unwrap_or_default())
         .env("KUBECONFIG", kubeconfig)
