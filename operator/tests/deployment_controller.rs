@@ -35,6 +35,13 @@ fn md(ns: &str, name: &str, model_ref: serde_json::Value) -> ModelDeployment {
     .unwrap()
 }
 
+/// Merge-patches the ModelDeployment `clause-review`.
+async fn merge(mds: &Api<ModelDeployment>, v: serde_json::Value) {
+    mds.patch("clause-review", &PatchParams::default(), &Patch::Merge(&v))
+        .await
+        .unwrap();
+}
+
 async fn wait_phase(
     api: &Api<ModelDeployment>,
     name: &str,
@@ -246,15 +253,7 @@ async fn a_model_deployment_serves_through_the_real_server() {
             .map(|b| format!("{b:02x}"))
             .collect();
     assert_ne!(digest, digest2);
-    let merge = |v: serde_json::Value| {
-        let mds = mds.clone();
-        async move {
-            mds.patch("clause-review", &PatchParams::default(), &Patch::Merge(&v))
-                .await
-                .unwrap();
-        }
-    };
-    merge(json!({"spec": {"replicas": 4, "canary": {"trafficPercent": 25},
+    merge(&mds, json!({"spec": {"replicas": 4, "canary": {"trafficPercent": 25},
         "modelRef": {"artifact": {"uri": format!("file://{}", model2.display()), "sha256": digest2}}}}))
     .await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), n);
@@ -277,7 +276,7 @@ async fn a_model_deployment_serves_through_the_real_server() {
         served(&deployments.get("clause-review-canary").await.unwrap()),
         (digest2.clone(), Some(1))
     );
-    merge(json!({"spec": {"canary": {"trafficPercent": 100}}})).await;
+    merge(&mds, json!({"spec": {"canary": {"trafficPercent": 100}}})).await;
     wait_reason(&mds, "clause-review", "Serving").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while deployments
@@ -304,8 +303,11 @@ async fn a_model_deployment_serves_through_the_real_server() {
     );
 
     // Autoscaling: an HPA on the servers' in-flight requests owns the replica count.
-    merge(json!({"spec": {"replicas": null, "canary": null,
-        "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetConcurrency": 4}}}))
+    merge(
+        &mds,
+        json!({"spec": {"replicas": null, "canary": null,
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetConcurrency": 4}}}),
+    )
     .await;
     let hpas = Api::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>::namespaced(
         client.clone(),
@@ -481,15 +483,8 @@ async fn a_canary_splits_traffic_by_gateway_api_route_weights() {
     assert_eq!(r.data["spec"]["hostnames"][0], "clause-review.example.org");
 
     // 3. A canary at 20%: weights 80/20 between one Service per revision.
-    let merge = |v: serde_json::Value| {
-        let mds = mds.clone();
-        async move {
-            mds.patch("clause-review", &PatchParams::default(), &Patch::Merge(&v))
-                .await
-                .unwrap();
-        }
-    };
     merge(
+        &mds,
         json!({"spec": {"replicas": 2, "canary": {"trafficPercent": 20},
         "modelRef": {"artifact": {"uri": "file:///models/v2", "sha256": d2}}}}),
     )
@@ -551,13 +546,11 @@ async fn a_canary_splits_traffic_by_gateway_api_route_weights() {
         .unwrap();
     // The operator looks at the route's status when it reconciles (any change to the
     // ModelDeployment, or its periodic look): touch it.
-    mds.patch(
-        "clause-review",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {"example.org/touched": "1"}}})),
+    merge(
+        &mds,
+        json!({"metadata": {"annotations": {"example.org/touched": "1"}}}),
     )
-    .await
-    .unwrap();
+    .await;
     let (_, c) = wait_routed("RouteNotAccepted").await;
     assert_eq!(c.status, "False");
     assert!(
@@ -567,7 +560,7 @@ async fn a_canary_splits_traffic_by_gateway_api_route_weights() {
     );
 
     // 5. Promotion: one backend again, the per-revision Services gone.
-    merge(json!({"spec": {"canary": {"trafficPercent": 100}}})).await;
+    merge(&mds, json!({"spec": {"canary": {"trafficPercent": 100}}})).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = routes.get("clause-review").await.unwrap();
@@ -593,7 +586,7 @@ async fn a_canary_splits_traffic_by_gateway_api_route_weights() {
     }
 
     // 6. Without spec.route the route goes, and so does the condition.
-    merge(json!({"spec": {"route": null}})).await;
+    merge(&mds, json!({"spec": {"route": null}})).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let m = mds.get("clause-review").await.unwrap();

@@ -98,6 +98,14 @@ fn whole_open(s: &str) -> anyhow::Result<alloy::primitives::U256> {
     Ok(n * alloy::primitives::U256::from(10u64).pow(alloy::primitives::U256::from(18u64)))
 }
 
+/// A failed send as the contract's revert reason when there is one.
+fn reverted(e: alloy::contract::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}",
+        modelcommons_operator::ledger::revert_reason(&e).unwrap_or_else(|| e.to_string())
+    )
+}
+
 async fn chain_action(group: &str, action: &str, args: &[String]) -> anyhow::Result<()> {
     let (l, suite) = connect(args)?;
     let me = l.address();
@@ -132,13 +140,7 @@ async fn chain_action(group: &str, action: &str, args: &[String]) -> anyhow::Res
                 .castVote(proposal, support)
                 .send()
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}",
-                        modelcommons_operator::ledger::revert_reason(&e)
-                            .unwrap_or_else(|| e.to_string())
-                    )
-                })?
+                .map_err(reverted)?
                 .watch()
                 .await?;
             println!(
@@ -177,13 +179,7 @@ async fn chain_action(group: &str, action: &str, args: &[String]) -> anyhow::Res
                 .claim(id, claim.payout.index, me, claim.payout.amount, claim.proof)
                 .send()
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}",
-                        modelcommons_operator::ledger::revert_reason(&e)
-                            .unwrap_or_else(|| e.to_string())
-                    )
-                })?
+                .map_err(reverted)?
                 .watch()
                 .await?;
             println!("{me} claimed {} base units (tx {tx})", claim.payout.amount);
