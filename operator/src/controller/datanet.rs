@@ -280,8 +280,14 @@ async fn pod_result(ctx: &Context, ns: &str, job: &str) -> Result<Option<Curatio
         .find_map(|t| serde_json::from_str(t.message.as_deref()?).ok()))
 }
 
-fn job_name(dn: &Datanet, version: u32, digest: &str) -> String {
-    let base: String = dn.name_any().chars().take(40).collect();
+/// The version digest of a manifest's text.
+pub fn manifest_digest(text: &str) -> String {
+    crate::contribution::sha256_hex(text.as_bytes())
+}
+
+/// The name of the curation Job of `version` of Datanet `datanet` with manifest `digest`.
+pub fn job_name(datanet: &str, version: u32, digest: &str) -> String {
+    let base: String = datanet.chars().take(40).collect();
     format!(
         "{}-curate-v{version}-{}",
         base.trim_end_matches('-'),
@@ -298,7 +304,7 @@ pub fn curation_job(
     source: &ManifestSource,
 ) -> serde_json::Value {
     let ns = dn.namespace().unwrap_or_default();
-    let name = job_name(dn, version, digest);
+    let name = job_name(&dn.name_any(), version, digest);
     let args = vec![
         "curate".to_string(),
         "--datanet".into(),
@@ -557,7 +563,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
 
     // Otherwise the curation Job runs (created once per manifest digest and version).
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
-    let name = job_name(dn, version, &digest);
+    let name = job_name(&dn.name_any(), version, &digest);
     let job = match jobs.get_opt(&name).await? {
         Some(j) => j,
         None => {

@@ -306,7 +306,19 @@ pub async fn delete_proposals(mps: &Api<ModelProposal>) {
 /// termination-message file redirected there too, and reports the message in the pod's status
 /// as a kubelet would. Returns the process's stdout.
 pub async fn run_curation_pod(client: &kube::Client, binary: &Path, job: &Job) -> String {
-    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    let (message, stdout) = run_curation_binary(client, binary, job).await;
+    report_terminated(client, job, &message).await;
+    stdout
+}
+
+/// Runs the curation pod's program as [`run_curation_pod`] does, without reporting: returns
+/// its termination message and stdout.
+pub async fn run_curation_binary(
+    client: &kube::Client,
+    binary: &Path,
+    job: &Job,
+) -> (String, String) {
+    use k8s_openapi::api::core::v1::ConfigMap;
     let ns = job.metadata.namespace.clone().unwrap();
     let spec = job.spec.as_ref().unwrap().template.spec.clone().unwrap();
     let c = &spec.containers[0];
@@ -362,16 +374,27 @@ pub async fn run_curation_pod(client: &kube::Client, binary: &Path, job: &Job) -
         String::from_utf8_lossy(&out.stderr)
     );
     let message = std::fs::read_to_string(&result).unwrap();
+    (message, String::from_utf8_lossy(&out.stdout).into_owned())
+}
 
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+/// Reports, as the kubelet would, that the completed pod of `job` ended with `message`.
+pub async fn report_terminated(client: &kube::Client, job: &Job, message: &str) {
     let selector = format!(
         "batch.kubernetes.io/job-name={}",
         job.metadata.name.as_deref().unwrap()
     );
+    report_pod(client, job.metadata.namespace.as_deref().unwrap(), &selector, message).await;
+}
+
+/// Waits until the pod selected by `selector` has completed (the fake node finishes every
+/// pod) and writes `message` as its container's termination message, as a kubelet would.
+pub async fn report_pod(client: &kube::Client, ns: &str, selector: &str, message: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let deadline = Instant::now() + TIMEOUT;
     let pod = loop {
         let done = pods
-            .list(&ListParams::default().labels(&selector))
+            .list(&ListParams::default().labels(selector))
             .await
             .unwrap()
             .items
@@ -380,12 +403,10 @@ pub async fn run_curation_pod(client: &kube::Client, binary: &Path, job: &Job) -
         if let Some(p) = done {
             break p;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the curation pod never completed"
-        );
+        assert!(Instant::now() < deadline, "no pod {selector} completed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let c = &pod.spec.as_ref().unwrap().containers[0];
     let status = json!({"status": {"containerStatuses": [{
         "name": c.name, "image": c.image, "imageID": "", "ready": false, "restartCount": 0,
         "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": message}}}]}});
@@ -396,7 +417,6 @@ pub async fn run_curation_pod(client: &kube::Client, binary: &Path, job: &Job) -
     )
     .await
     .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The example FineTuneJob made small enough for a CPU: a base model freshly written under

@@ -1,0 +1,438 @@
+//! Attacks a tenant of a shared cluster can make on the money the operator moves, each run
+//! against the real control plane, a real anvil chain and the operator's controllers in this
+//! process. A tenant here may create Jobs and pods in its namespace, patch the status of its
+//! own objects, edit its ConfigMaps and write the artifact store its pods mount; it holds no
+//! key the operator trusts. Each test checks token balances to the wei — the operator's wallet,
+//! the attacker's and the distributor's — and the condition or event the user sees.
+//!
+//! Datanet curation results:
+//! - a pod that merely carries the curation Job's name label and a forged result;
+//! - a Job created before the operator's own under the name the operator would give it;
+//! - a forged `status.curation` (anyone with `patch datanets/status`);
+//! - a whitespace edit of the manifest (the same content: no new version, nothing paid);
+//! - the curation report (the reward map) rewritten in the artifact store.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, B256, U256};
+use common::lifecycle::*;
+use common::{Chain, OPERATOR, VOTERS, open};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use modelcommons_crds::datanet::{Datanet, DatanetPhase};
+use modelcommons_crds::proposal::ModelProposal;
+use modelcommons_operator::contribution::Manifest;
+use modelcommons_operator::controller::{datanet, proposal};
+use modelcommons_operator::ledger::bindings::RewardDistributor;
+use modelcommons_operator::ledger::ids::datanet_version_id;
+use modelcommons_operator::ledger::merkle::{Payout, PayoutTree};
+use modelcommons_testbed::{TestNamespace, cluster, install_crds};
+use serde_json::json;
+
+/// The attacker: a dev account that is no contributor, voter or operator.
+const ATTACKER: usize = 9;
+const DATANET: &str = "clause-review-data";
+const POOL: &str = "500000000000000000000";
+
+fn curate_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_modelcommons-operator"))
+}
+
+struct World {
+    chain: Chain,
+    client: kube::Client,
+    ns: TestNamespace,
+    _dir: tempfile::TempDir,
+    store: PathBuf,
+    dns: Api<Datanet>,
+    mps: Api<ModelProposal>,
+    manifest: Manifest,
+    controllers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for c in &self.controllers {
+            c.abort();
+        }
+    }
+}
+
+impl World {
+    /// A staked proposal (not yet voted on) and the example Datanet waiting for it.
+    async fn new(tag: &str) -> Self {
+        let chain = Chain::new().await;
+        for v in VOTERS {
+            chain.wrap_and_delegate(v, open(1_000)).await;
+        }
+        let cluster = cluster().await.unwrap();
+        let client = cluster.client().await.unwrap();
+        install_crds(&client, &modelcommons_crds::all_crds())
+            .await
+            .unwrap();
+        let ns = TestNamespace::create(&client, tag).await.unwrap();
+        let n = ns.name().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let (data, store) = (dir.path().join("data"), dir.path().join("store"));
+        std::fs::create_dir_all(&data).unwrap();
+        let ctx = context(&client, &n, &chain, &store);
+        let controllers = vec![
+            tokio::spawn(proposal::run(ctx.clone())),
+            tokio::spawn(datanet::run(ctx.clone())),
+        ];
+        let mps: Api<ModelProposal> = Api::namespaced(client.clone(), &n);
+        stake(&chain, open(100)).await;
+        mps.create(
+            &PostParams::default(),
+            &proposal_spec(&n, "clause-review", open(100)),
+        )
+        .await
+        .unwrap();
+        let (manifest, dns) = create_datanet(&client, &n, &data).await;
+        wait(&dns, DATANET, "Collecting", |d| {
+            d.status.as_ref().and_then(|s| s.phase) == Some(DatanetPhase::Collecting)
+        })
+        .await;
+        Self {
+            chain,
+            client,
+            ns,
+            _dir: dir,
+            store,
+            dns,
+            mps,
+            manifest,
+            controllers,
+        }
+    }
+
+    fn n(&self) -> &str {
+        self.ns.name()
+    }
+
+    async fn approve(&self) {
+        approve(&self.chain, &self.mps, "clause-review").await;
+    }
+
+    /// The balances that must not move: the operator's wallet, the attacker's, the
+    /// distributor's escrow.
+    async fn balances(&self) -> [U256; 3] {
+        [
+            self.chain.balance(Chain::address(OPERATOR)).await,
+            self.chain.balance(Chain::address(ATTACKER)).await,
+            self.chain.balance(self.chain.suite.distributor).await,
+        ]
+    }
+
+    async fn datanet(&self) -> Datanet {
+        self.dns.get(DATANET).await.unwrap()
+    }
+
+    /// The manifest text as the ConfigMap holds it, and its version digest.
+    async fn manifest_text(&self) -> (String, String) {
+        let cm = Api::<ConfigMap>::namespaced(self.client.clone(), self.n())
+            .get("clause-review-contributions")
+            .await
+            .unwrap();
+        let text = cm.data.unwrap()["manifest.yaml"].clone();
+        let digest = datanet::manifest_digest(&text);
+        (text, digest)
+    }
+
+    /// The operator's curation Job of version 1.
+    async fn curation_job(&self) -> Job {
+        job_of(&self.client, self.n(), DATANET).await
+    }
+
+    /// Tries to claim `amount` from version 1's distribution as the attacker with a one-leaf
+    /// proof; returns whether the claim went through.
+    async fn attacker_claims(&self, amount: U256) -> bool {
+        let id = datanet_version_id(&self.datanet().await.uid().unwrap(), 1);
+        let l = self.chain.as_(ATTACKER);
+        RewardDistributor::new(self.chain.suite.distributor, l.provider())
+            .claim(id, U256::ZERO, Chain::address(ATTACKER), amount, vec![])
+            .send()
+            .await
+            .is_ok()
+    }
+
+    /// Version 1 as published on chain: (root, total), zero when nothing is published.
+    async fn published(&self) -> (B256, U256) {
+        let id = datanet_version_id(&self.datanet().await.uid().unwrap(), 1);
+        let d = RewardDistributor::new(
+            self.chain.suite.distributor,
+            self.chain.as_(OPERATOR).provider().clone(),
+        )
+        .distributions(id)
+        .call()
+        .await
+        .unwrap();
+        (d.root, U256::from(d.total))
+    }
+
+    /// Lets the controllers react for a while (they requeue every second here).
+    async fn settle(&self) {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+
+    /// Runs the operator's own curation pod honestly and waits for the version to be
+    /// published: the pool, exactly, leaves the operator's wallet.
+    async fn honest_curation_pays_exactly_the_pool(&self, before: [U256; 3]) {
+        run_curation_pod(&self.client, curate_bin(), &self.curation_job().await).await;
+        let d = wait(&self.dns, DATANET, "Ready", |d| {
+            d.status.as_ref().and_then(|s| s.phase) == Some(DatanetPhase::Ready)
+        })
+        .await;
+        let st = d.status.unwrap();
+        assert_eq!(st.reward_total.as_deref(), Some(POOL));
+        let pool = U256::from_str_radix(POOL, 10).unwrap();
+        let after = self.balances().await;
+        assert_eq!(
+            before[0] - after[0],
+            pool,
+            "the operator paid the pool, nothing more"
+        );
+        assert_eq!(after[1], before[1], "the attacker got nothing");
+        assert_eq!(after[2] - before[2], pool, "the distributor holds the pool");
+        assert_eq!(self.published().await.1, pool);
+    }
+}
+
+/// A curation result as a curation pod reports it, paying `amount` to the attacker alone.
+fn forged_result(digest: &str, amount: U256, uri: &str) -> String {
+    let leaf = Payout {
+        index: U256::ZERO,
+        account: Chain::address(ATTACKER),
+        amount,
+    };
+    let root = PayoutTree::new(&[leaf]).unwrap().root();
+    json!({
+        "version": 1, "manifestSha256": digest,
+        "counts": {"total": 1, "accepted": 1, "rejected": 0},
+        "datasetRoot": root.to_string(), "rewardRoot": root.to_string(),
+        "datasetUri": format!("{uri}/sha256-00"), "rewardMapUri": format!("{uri}/curation.json"),
+        "rewardTotal": amount.to_string(),
+    })
+    .to_string()
+}
+
+/// The most a forged result could take: everything the operator holds (within uint128).
+async fn loot(w: &World) -> U256 {
+    w.chain
+        .balance(Chain::address(OPERATOR))
+        .await
+        .min(U256::from(u128::MAX))
+}
+
+fn assert_unmoved(before: [U256; 3], after: [U256; 3], what: &str) {
+    assert_eq!(
+        after,
+        before,
+        "{what}: balances [operator, attacker, distributor] moved by [{}, +{}, +{}] wei",
+        before[0].saturating_sub(after[0]),
+        after[1].saturating_sub(before[1]),
+        after[2].saturating_sub(before[2]),
+    );
+}
+
+/// A Warning event with `reason` about the Datanet.
+async fn warned(w: &World, reason: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if events(&w.client, w.n(), DATANET, reason).await > 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_forged_pod_result_publishes_nothing() {
+    let w = World::new("atk-pod").await;
+    w.approve().await;
+    let job = w.curation_job().await;
+    let (_, digest) = w.manifest_text().await;
+    let before = w.balances().await;
+    let amount = loot(&w).await;
+    // A pod of the tenant's own image that carries the Job's name label.
+    let evil: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "evil-curate", "namespace": w.n(),
+            "labels": {"batch.kubernetes.io/job-name": job.name_any(), "attack": "pod"},
+            // Not the Job's controller reference, which the Job controller alone sets.
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
+                "name": job.name_any(), "uid": job.uid().unwrap()}]},
+        "spec": {"restartPolicy": "Never",
+            "containers": [{"name": "curate", "image": "attacker.example/curate:latest"}]},
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(w.client.clone(), w.n())
+        .create(&PostParams::default(), &evil)
+        .await
+        .unwrap();
+    let store = format!("file://{}/datanets/{}/{DATANET}", w.store.display(), w.n());
+    report_pod(
+        &w.client,
+        w.n(),
+        "attack=pod",
+        &forged_result(&digest, amount, &store),
+    )
+    .await;
+    w.settle().await;
+    let claimed = w.attacker_claims(amount).await;
+    assert_unmoved(before, w.balances().await, "a forged pod result");
+    assert!(!claimed, "the attacker claimed {amount} wei");
+    assert!(warned(&w, "ForgedResult").await, "a ForgedResult warning");
+    assert_eq!(w.published().await.0, B256::ZERO, "nothing published");
+    // The real curation still publishes, and pays the pool only.
+    w.honest_curation_pays_exactly_the_pool(before).await;
+}
+
+#[tokio::test]
+async fn a_job_created_before_the_operators_is_not_trusted() {
+    let w = World::new("atk-job").await;
+    let (_, digest) = w.manifest_text().await;
+    let dn = w.datanet().await;
+    let name = datanet::job_name(DATANET, 1, &digest);
+    // The tenant creates the Job the operator would create, with its labels and an owner
+    // reference to the Datanet, but the tenant's own image.
+    let labels = json!({"app.kubernetes.io/managed-by": "modelcommons-operator",
+        "modelcommons.dev/instance": DATANET, "modelcommons.dev/datanet-version": "1"});
+    let job: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": w.n(), "labels": labels,
+            "ownerReferences": [{"apiVersion": "modelcommons.dev/v1alpha1", "kind": "Datanet",
+                "name": DATANET, "uid": dn.uid().unwrap(), "controller": true}]},
+        "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": labels},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "curate",
+                "image": "attacker.example/curate:latest"}]}}},
+    }))
+    .unwrap();
+    let job = Api::<Job>::namespaced(w.client.clone(), w.n())
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+    w.approve().await;
+    let before = w.balances().await;
+    let amount = loot(&w).await;
+    let store = format!("file://{}/datanets/{}/{DATANET}", w.store.display(), w.n());
+    report_terminated(&w.client, &job, &forged_result(&digest, amount, &store)).await;
+    w.settle().await;
+    let claimed = w.attacker_claims(amount).await;
+    assert_unmoved(before, w.balances().await, "a pre-created Job");
+    assert!(!claimed, "the attacker claimed");
+    assert!(warned(&w, "ForgedResult").await, "a ForgedResult warning");
+    assert_eq!(w.published().await.0, B256::ZERO, "nothing published");
+    let d = w.datanet().await;
+    let why = ready_reason(&d.status.unwrap().conditions);
+    assert!(why.starts_with("ForgedResult"), "{why}");
+    assert!(why.contains(&name), "the message names the Job: {why}");
+}
+
+#[tokio::test]
+async fn a_forged_status_curation_publishes_nothing() {
+    let w = World::new("atk-status").await;
+    w.approve().await;
+    w.curation_job().await;
+    let (_, digest) = w.manifest_text().await;
+    let before = w.balances().await;
+    let amount = loot(&w).await;
+    let store = format!("file://{}/datanets/{}/{DATANET}", w.store.display(), w.n());
+    let forged: serde_json::Value =
+        serde_json::from_str(&forged_result(&digest, amount, &store)).unwrap();
+    w.dns
+        .patch_status(
+            DATANET,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"curation": forged}})),
+        )
+        .await
+        .unwrap();
+    w.settle().await;
+    let claimed = w.attacker_claims(amount).await;
+    assert_unmoved(before, w.balances().await, "a status.curation patch");
+    assert!(!claimed, "the attacker claimed");
+    assert_eq!(w.published().await.0, B256::ZERO, "nothing published");
+    w.honest_curation_pays_exactly_the_pool(before).await;
+}
+
+#[tokio::test]
+async fn a_whitespace_edit_of_the_manifest_is_no_new_version() {
+    let w = World::new("atk-ws").await;
+    w.approve().await;
+    let before = w.balances().await;
+    w.honest_curation_pays_exactly_the_pool(before).await;
+    let paid = w.balances().await;
+    let (text, _) = w.manifest_text().await;
+    // The same contributions, reformatted: blank lines, a comment, trailing spaces.
+    let edited = format!(
+        "# reformatted\n\n{}\n\n",
+        text.lines()
+            .map(|l| format!("{l}  "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Api::<ConfigMap>::namespaced(w.client.clone(), w.n())
+        .patch(
+            "clause-review-contributions",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"manifest.yaml": edited}})),
+        )
+        .await
+        .unwrap();
+    w.settle().await;
+    let jobs = Api::<Job>::namespaced(w.client.clone(), w.n())
+        .list(&ListParams::default().labels(&format!("modelcommons.dev/instance={DATANET}")))
+        .await
+        .unwrap()
+        .items;
+    // Were a second version cut, run its curation to see what it would pay.
+    if let Some(v2) = jobs.iter().find(|j| {
+        j.labels().get("modelcommons.dev/datanet-version").map(String::as_str) == Some("2")
+    }) {
+        run_curation_pod(&w.client, curate_bin(), v2).await;
+        w.settle().await;
+    }
+    assert_unmoved(paid, w.balances().await, "a whitespace edit");
+    assert_eq!(jobs.len(), 1, "no second curation Job");
+    let st = w.datanet().await.status.unwrap();
+    assert_eq!(st.version, Some(1));
+    assert_eq!(st.phase, Some(DatanetPhase::Ready));
+}
+
+#[tokio::test]
+async fn a_reward_map_rewritten_in_the_store_is_not_published() {
+    let w = World::new("atk-store").await;
+    w.approve().await;
+    let job = w.curation_job().await;
+    let before = w.balances().await;
+    let (message, _) = run_curation_binary(&w.client, curate_bin(), &job).await;
+    let result: serde_json::Value = serde_json::from_str(&message).unwrap();
+    // The tenant's pods mount the artifact store: the attacker rewrites the reward map so
+    // that it is paid what the first contributor was.
+    let file = path_of(result["rewardMapUri"].as_str().unwrap());
+    let mut report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let attacker: Address = Chain::address(ATTACKER);
+    report["rewards"]["payouts"][0]["contributor"] = json!(attacker.to_string());
+    std::fs::write(&file, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
+    report_terminated(&w.client, &job, &message).await;
+    let d = wait(&w.dns, DATANET, "a verdict", |d| {
+        let why = ready_reason(&d.status.clone().unwrap_or_default().conditions);
+        why.starts_with("ArtifactTampered") || why.starts_with("Published")
+    })
+    .await;
+    let why = ready_reason(&d.status.unwrap().conditions);
+    assert_unmoved(before, w.balances().await, "a rewritten reward map");
+    assert!(why.starts_with("ArtifactTampered"), "{why}");
+    assert!(warned(&w, "ArtifactTampered").await);
+    assert_eq!(w.published().await.0, B256::ZERO, "nothing published");
+}
