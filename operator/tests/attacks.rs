@@ -10,7 +10,9 @@
 //! - a Job created before the operator's own under the name the operator would give it;
 //! - a forged `status.curation` (anyone with `patch datanets/status`);
 //! - a whitespace edit of the manifest (the same content: no new version, nothing paid);
-//! - the curation report (the reward map) rewritten in the artifact store.
+//! - the curation report (the reward map) rewritten in the artifact store;
+//! - contributions that point into the artifact store (another version's curated dataset),
+//!   at a loopback address, and at a redirect to one.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,8 +30,9 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use modelcommons_crds::datanet::{Datanet, DatanetPhase};
 use modelcommons_crds::proposal::ModelProposal;
-use modelcommons_operator::contribution::Manifest;
-use modelcommons_operator::controller::{datanet, proposal};
+use modelcommons_operator::contribution::{self, Contribution, Manifest, sha256_hex};
+use modelcommons_operator::curate::{CurationReport, Reason};
+use modelcommons_operator::controller::{Config, datanet, proposal};
 use modelcommons_operator::ledger::bindings::RewardDistributor;
 use modelcommons_operator::ledger::ids::datanet_version_id;
 use modelcommons_operator::ledger::merkle::{Payout, PayoutTree};
@@ -68,6 +71,11 @@ impl Drop for World {
 impl World {
     /// A staked proposal (not yet voted on) and the example Datanet waiting for it.
     async fn new(tag: &str) -> Self {
+        Self::with_config(tag, |_| {}).await
+    }
+
+    /// [`World::new`] with the operator's configuration changed by `configure`.
+    async fn with_config(tag: &str, configure: impl FnOnce(&mut Config)) -> Self {
         let chain = Chain::new().await;
         for v in VOTERS {
             chain.wrap_and_delegate(v, open(1_000)).await;
@@ -82,7 +90,8 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let (data, store) = (dir.path().join("data"), dir.path().join("store"));
         std::fs::create_dir_all(&data).unwrap();
-        let ctx = context(&client, &n, &chain, &store);
+        let mut ctx = context(&client, &n, &chain, &store);
+        configure(std::sync::Arc::make_mut(&mut ctx.config));
         let controllers = vec![
             tokio::spawn(proposal::run(ctx.clone())),
             tokio::spawn(datanet::run(ctx.clone())),
@@ -435,4 +444,163 @@ async fn a_reward_map_rewritten_in_the_store_is_not_published() {
     assert!(why.starts_with("ArtifactTampered"), "{why}");
     assert!(warned(&w, "ArtifactTampered").await);
     assert_eq!(w.published().await.0, B256::ZERO, "nothing published");
+}
+
+/// A loopback HTTP server answering every request with `body` (or a redirect to
+/// `redirect`), counting the requests. Returns its `host:port`.
+async fn http_server(
+    body: Vec<u8>,
+    redirect: Option<String>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let head = match &redirect {
+                Some(to) => format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                None => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+            };
+            let _ = sock.write_all(head.as_bytes()).await;
+            if redirect.is_none() {
+                let _ = sock.write_all(&body).await;
+            }
+            let _ = sock.shutdown().await;
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn contributions_into_the_store_or_the_internal_network_are_unreachable() {
+    // Contributions of valid records, served on loopback (an internal service).
+    let records = std::fs::read(
+        modelcommons_testbed::workspace_root()
+            .join("examples/contract-review/data/contributions/carol-governing-law.jsonl"),
+    )
+    .unwrap();
+    let (internal, internal_hits) = http_server(records.clone(), None).await;
+    let (redirector, _) =
+        http_server(Vec::new(), Some(format!("http://{internal}/law.jsonl"))).await;
+    // The redirector stands for a public host: the operator allows it explicitly.
+    let allow = redirector.clone();
+    let w = World::with_config("atk-fetch", move |_c| {
+        let _ = allow;
+    })
+    .await;
+    w.approve().await;
+    let before = w.balances().await;
+    w.honest_curation_pays_exactly_the_pool(before).await;
+    let v1 = w.datanet().await.status.unwrap();
+    let curated = path_of(v1.dataset_uri.as_ref().unwrap()).join("dataset.jsonl");
+    let curated_bytes = std::fs::read(&curated).unwrap();
+
+    // Version 2: the attacker's entries first, so that were they read, every honest
+    // contribution would be a duplicate of theirs and the pool theirs.
+    let key: alloy::signers::local::PrivateKeySigner =
+        modelcommons_testbed::DEV_KEYS[ATTACKER].parse().unwrap();
+    let id = format!("{}/{DATANET}", w.n());
+    let entry = |name: &str, uri: String, bytes: &[u8]| {
+        let sha256 = sha256_hex(bytes);
+        Contribution {
+            id: name.into(),
+            contributor: key.address(),
+            uri,
+            signature: contribution::sign(&key, &id, &sha256).unwrap(),
+            sha256,
+            license: "CC-BY-4.0".into(),
+        }
+    };
+    let mut m = Manifest::default();
+    m.contributions.push(entry(
+        "from-the-store",
+        format!("file://{}", curated.display()),
+        &curated_bytes,
+    ));
+    m.contributions.push(entry(
+        "loopback",
+        format!("http://{internal}/law.jsonl"),
+        &records,
+    ));
+    m.contributions.push(entry(
+        "redirected",
+        format!("http://{redirector}/law.jsonl"),
+        &records,
+    ));
+    m.contributions.extend(w.manifest.contributions.iter().cloned());
+    Api::<ConfigMap>::namespaced(w.client.clone(), w.n())
+        .patch(
+            "clause-review-contributions",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"manifest.yaml": serde_yaml::to_string(&m).unwrap()}})),
+        )
+        .await
+        .unwrap();
+    let v2_job = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let jobs = Api::<Job>::namespaced(w.client.clone(), w.n())
+                .list(&ListParams::default().labels("modelcommons.dev/datanet-version=2"))
+                .await
+                .unwrap()
+                .items;
+            if let Some(j) = jobs.into_iter().next() {
+                break j;
+            }
+            assert!(Instant::now() < deadline, "no curation Job for version 2");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let paid = w.balances().await;
+    run_curation_pod(&w.client, curate_bin(), &v2_job).await;
+    let d = wait(&w.dns, DATANET, "version 2", |d| {
+        d.status.as_ref().and_then(|s| s.version) == Some(2)
+    })
+    .await;
+    let st = d.status.unwrap();
+    let report: CurationReport = serde_json::from_slice(
+        &std::fs::read(path_of(st.reward_map_uri.as_ref().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let attacker = Chain::address(ATTACKER);
+    let theirs: Vec<_> = report
+        .items
+        .iter()
+        .filter(|i| i.contributor == attacker)
+        // What the detail says beyond the URI the attacker wrote.
+        .map(|i| (i.id.as_str(), i.reason, i.detail.replace(&i.uri, "")))
+        .collect();
+    let paid_to_attacker = report
+        .rewards
+        .payouts
+        .iter()
+        .find(|p| p.contributor == attacker)
+        .map(|p| p.amount)
+        .unwrap_or_default();
+    assert_eq!(
+        paid_to_attacker,
+        U256::ZERO,
+        "the attacker was paid; their items: {theirs:?}"
+    );
+    assert_eq!(
+        internal_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the internal server was asked"
+    );
+    for (name, reason, detail) in &theirs {
+        assert_eq!(*reason, Reason::Unreachable, "{name}: {detail}");
+        assert!(
+            detail.contains("refused") && !detail.contains(&sha256_hex(&curated_bytes)[..12]),
+            "{name}: a generic reason, no digest: {detail}"
+        );
+    }
+    assert_eq!(theirs.len(), 3);
+    // The honest contributors share version 2's pool as before.
+    let pool = U256::from_str_radix(POOL, 10).unwrap();
+    assert_eq!(paid[0] - w.balances().await[0], pool);
 }
