@@ -13,6 +13,10 @@
 //! - the curation report (the reward map) rewritten in the artifact store;
 //! - contributions that point into the artifact store (another version's curated dataset),
 //!   at a loopback address, and at a redirect to one.
+//!
+//! Workloads:
+//! - a FineTuneJob writing to `file:///var/lib/kubelet` (a host path of the node), one with a
+//!   trainer image the operator does not run, and a ModelDeployment serving from a host path.
 
 #![allow(clippy::unwrap_used)]
 
@@ -32,7 +36,7 @@ use modelcommons_crds::datanet::{Datanet, DatanetPhase};
 use modelcommons_crds::proposal::ModelProposal;
 use modelcommons_operator::contribution::{self, Contribution, Manifest, sha256_hex};
 use modelcommons_operator::curate::{CurationReport, Reason};
-use modelcommons_operator::controller::{Config, datanet, proposal};
+use modelcommons_operator::controller::{Config, datanet, deployment, finetune, proposal};
 use modelcommons_operator::ledger::bindings::RewardDistributor;
 use modelcommons_operator::ledger::ids::datanet_version_id;
 use modelcommons_operator::ledger::merkle::{Payout, PayoutTree};
@@ -95,6 +99,8 @@ impl World {
         let controllers = vec![
             tokio::spawn(proposal::run(ctx.clone())),
             tokio::spawn(datanet::run(ctx.clone())),
+            tokio::spawn(finetune::run(ctx.clone())),
+            tokio::spawn(deployment::run(ctx.clone())),
         ];
         let mps: Api<ModelProposal> = Api::namespaced(client.clone(), &n);
         stake(&chain, open(100)).await;
@@ -603,4 +609,84 @@ async fn contributions_into_the_store_or_the_internal_network_are_unreachable() 
     // The honest contributors share version 2's pool as before.
     let pool = U256::from_str_radix(POOL, 10).unwrap();
     assert_eq!(paid[0] - w.balances().await[0], pool);
+}
+
+/// The condition reasons an object's status shows.
+fn reasons(status: &serde_json::Value) -> Vec<String> {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["reason"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn workloads_get_no_host_path_and_no_image_the_operator_does_not_run() {
+    use modelcommons_crds::deployment::ModelDeployment;
+    use modelcommons_crds::finetune::FineTuneJob;
+    let w = World::new("atk-work").await;
+    w.approve().await;
+    let before = w.balances().await;
+    w.honest_curation_pays_exactly_the_pool(before).await;
+    let dir = tempfile::tempdir_in(w.store.parent().unwrap()).unwrap();
+    let ftjs: Api<FineTuneJob> = Api::namespaced(w.client.clone(), w.n());
+    let mut host = small_finetune(w.n(), dir.path(), 1, 4);
+    host["metadata"]["name"] = json!("to-the-kubelet");
+    host["spec"]["outputUri"] = json!("file:///var/lib/kubelet");
+    let mut image = small_finetune(w.n(), dir.path(), 1, 4);
+    image["metadata"]["name"] = json!("own-trainer");
+    image["spec"]["trainerImage"] = json!("attacker.example/trainer:latest");
+    for f in [host, image] {
+        ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
+            .await
+            .unwrap();
+    }
+    let mds: Api<ModelDeployment> = Api::namespaced(w.client.clone(), w.n());
+    let md: ModelDeployment = serde_json::from_value(json!({
+        "apiVersion": "modelcommons.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": "from-the-host", "namespace": w.n()},
+        "spec": {"modelRef": {"artifact": {"uri": "file:///var/lib/kubelet/pki",
+            "sha256": "ab".repeat(32)}}, "access": {"public": true}},
+    }))
+    .unwrap();
+    mds.create(&PostParams::default(), &md).await.unwrap();
+
+    let refused = |want: &'static str| {
+        move |v: &serde_json::Value| reasons(&v["status"]).iter().any(|r| r == want)
+    };
+    for (name, want) in [
+        ("to-the-kubelet", "HostPathRefused"),
+        ("own-trainer", "TrainerImageNotAllowed"),
+    ] {
+        let ok = refused(want);
+        let f = wait(&ftjs, name, want, |f| ok(&serde_json::to_value(f).unwrap())).await;
+        let msg = serde_json::to_string(&f.status).unwrap();
+        assert!(msg.contains(want), "{msg}");
+    }
+    let ok = refused("HostPathRefused");
+    wait(&mds, "from-the-host", "HostPathRefused", |m| {
+        ok(&serde_json::to_value(m).unwrap())
+    })
+    .await;
+    // Nothing was created that mounts the host.
+    let jobs = Api::<Job>::namespaced(w.client.clone(), w.n())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let names: Vec<String> = jobs.iter().map(ResourceExt::name_any).collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("to-the-kubelet") || n.starts_with("own-trainer")),
+        "trainer Jobs were created: {names:?}"
+    );
+    let deployments =
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(w.client.clone(), w.n())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+    assert!(deployments.is_empty(), "a server Deployment was created");
 }
