@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 
 /// An EVM address: `0x` followed by 40 hex digits.
 pub const EVM_ADDRESS: &str = r"^0x[0-9a-fA-F]{40}$";
-/// A token amount in base units as a decimal string (at most 78 digits, fits a uint256).
-pub const TOKEN_AMOUNT: &str = r"^[0-9]{1,78}$";
+/// A token amount in base units as a decimal string without leading zeros (at most 78
+/// digits; the schema also refuses values above 2^256 - 1).
+pub const TOKEN_AMOUNT: &str = r"^(0|[1-9][0-9]{0,77})$";
 /// A lowercase sha256 digest: 64 hex digits.
 pub const SHA256_HEX: &str = r"^[0-9a-f]{64}$";
 /// A non-negative decimal number as a string, e.g. `0.85`, `12`, `3e-4` is not allowed.

@@ -162,8 +162,9 @@ pub enum RewardPolicy {
 pub struct Rewards {
     /// The pool per dataset version, in OPEN base units as a decimal string (> 0). Funded on
     /// chain when the version is published; contributors claim with Merkle proofs.
-    #[schemars(regex(pattern = r"^[0-9]{1,78}$"), length(max = 78))]
-    #[x_kube(validation = Rule::new("self.matches('^0*[1-9][0-9]*$')").message("rewards.pool must be greater than zero"))]
+    #[schemars(regex(pattern = r"^(0|[1-9][0-9]{0,77})$"), length(max = 78))]
+    #[x_kube(validation = Rule::new("size(self) < 39 || (size(self) == 39 && self <= '340282366920938463463374607431768211455')").message("rewards.pool must be at most 2^128 - 1 base units (340282366920938463463374607431768211455), the most one RewardDistributor distribution holds"))]
+    #[x_kube(validation = Rule::new("self != '0'").message("rewards.pool must be greater than zero"))]
     pub pool: String,
     /// How the pool is split (default `QualityWeighted`).
     #[serde(default)]
@@ -262,10 +263,6 @@ pub struct DatanetStatus {
     /// The on-chain publication of this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainRecord>,
-    /// What the last curation Job found (read from its pod's termination message); once the
-    /// operator has published it on chain it becomes the version above.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub curation: Option<CurationResult>,
     /// Standard conditions (`Ready`, `LedgerSynced`, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

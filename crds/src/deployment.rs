@@ -224,7 +224,8 @@ pub struct RateLimits {
 #[serde(rename_all = "camelCase")]
 pub struct Pricing {
     /// The price per 1000 tokens (prompt + completion), in OPEN base units as a decimal string.
-    #[schemars(regex(pattern = r"^[0-9]{1,78}$"), length(max = 78))]
+    #[schemars(regex(pattern = r"^(0|[1-9][0-9]{0,77})$"), length(max = 78))]
+    #[x_kube(validation = Rule::new("size(self) < 78 || self <= '115792089237316195423570985008687907853269984665640564039457584007913129639935'").message("pricing.per1kTokens must be at most 2^256 - 1 base units (115792089237316195423570985008687907853269984665640564039457584007913129639935), the most a uint256 on chain holds"))]
     pub per_1k_tokens: String,
     /// The settlement epoch, e.g. "24h" (default "24h", at least 1m).
     #[serde(default, skip_serializing_if = "Option::is_none")]

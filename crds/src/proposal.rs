@@ -29,6 +29,11 @@ use crate::deployment::Integration;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.stake == oldSelf.stake && self.proposer == oldSelf.proposer").message("stake and proposer are fixed once proposed: they are what the proposer authorized and token holders vote on; create a new ModelProposal to change them"),
+    validation = Rule::new("has(self.governance) == has(oldSelf.governance) && (!has(self.governance) || self.governance == oldSelf.governance)").message("governance is fixed once proposed: the vote runs under it; create a new ModelProposal to change it"),
+    validation = Rule::new("self.mandate == oldSelf.mandate").message("the mandate is fixed once proposed: it is what token holders approve (budget, data needs, rubric); create a new ModelProposal to change it")
+)]
 pub struct ModelProposalSpec {
     /// A short human title of the model, e.g. "Contract-clause review assistant".
     #[schemars(length(min = 1, max = 120))]
@@ -46,12 +51,14 @@ pub struct ModelProposalSpec {
     /// The proposer's EVM address (0x followed by 40 hex digits). The stake is escrowed from
     /// this account on chain; it is refunded on approval and partly slashed on defeat.
     #[schemars(regex(pattern = r"^0x[0-9a-fA-F]{40}$"))]
+    #[x_kube(validation = Rule::new("self != '0x0000000000000000000000000000000000000000'").message("proposer must not be the zero address: nobody holds its key, so its stake could never be refunded"))]
     pub proposer: String,
 
     /// The stake, in OPEN token base units (1 OPEN = 10^18 base units), as a decimal string
     /// so no precision is lost: e.g. "1000000000000000000000" for 1000 OPEN. Must be > 0.
-    #[schemars(regex(pattern = r"^[0-9]{1,78}$"), length(max = 78))]
-    #[x_kube(validation = Rule::new("self.matches('^0*[1-9][0-9]*$')").message("stake must be greater than zero (token base units as a decimal string)"))]
+    #[schemars(regex(pattern = r"^(0|[1-9][0-9]{0,77})$"), length(max = 78))]
+    #[x_kube(validation = Rule::new("size(self) < 78 || self <= '115792089237316195423570985008687907853269984665640564039457584007913129639935'").message("stake must be at most 2^256 - 1 base units (115792089237316195423570985008687907853269984665640564039457584007913129639935), the most a uint256 on chain holds"))]
+    #[x_kube(validation = Rule::new("self != '0'").message("stake must be greater than zero (token base units as a decimal string)"))]
     pub stake: String,
 
     /// How token holders decide. Unset fields take the operator's defaults.

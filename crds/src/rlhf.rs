@@ -76,8 +76,9 @@ pub struct PromptSource {
 #[serde(rename_all = "camelCase")]
 pub struct ValidatorPolicy {
     /// The minimum bond to judge, in OPEN base units as a decimal string (> 0).
-    #[schemars(regex(pattern = r"^[0-9]{1,78}$"), length(max = 78))]
-    #[x_kube(validation = Rule::new("self.matches('^0*[1-9][0-9]*$')").message("validators.minBond must be greater than zero: an unbonded validator cannot be penalized"))]
+    #[schemars(regex(pattern = r"^(0|[1-9][0-9]{0,77})$"), length(max = 78))]
+    #[x_kube(validation = Rule::new("size(self) < 78 || self <= '115792089237316195423570985008687907853269984665640564039457584007913129639935'").message("validators.minBond must be at most 2^256 - 1 base units (115792089237316195423570985008687907853269984665640564039457584007913129639935), the most a uint256 on chain holds"))]
+    #[x_kube(validation = Rule::new("self != '0'").message("validators.minBond must be greater than zero: an unbonded validator cannot be penalized"))]
     pub min_bond: String,
     /// Judgments needed per item before its consensus counts (1–101).
     #[schemars(range(min = 1, max = 101))]
@@ -95,8 +96,9 @@ pub struct ValidatorPolicy {
 pub struct JudgmentRewards {
     /// The pool split among validators who agree with strong consensus and pass gold items,
     /// in OPEN base units as a decimal string (> 0).
-    #[schemars(regex(pattern = r"^[0-9]{1,78}$"), length(max = 78))]
-    #[x_kube(validation = Rule::new("self.matches('^0*[1-9][0-9]*$')").message("rewards.pool must be greater than zero"))]
+    #[schemars(regex(pattern = r"^(0|[1-9][0-9]{0,77})$"), length(max = 78))]
+    #[x_kube(validation = Rule::new("size(self) < 39 || (size(self) == 39 && self <= '340282366920938463463374607431768211455')").message("rewards.pool must be at most 2^128 - 1 base units (340282366920938463463374607431768211455), the most one RewardDistributor distribution holds"))]
+    #[x_kube(validation = Rule::new("self != '0'").message("rewards.pool must be greater than zero"))]
     pub pool: String,
     /// The share of a validator's bond slashed for disagreeing with strong consensus or
     /// failing gold items, in basis points (0–10000; 500 = 5%).

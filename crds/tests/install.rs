@@ -71,9 +71,19 @@ async fn crds_become_established_and_the_server_enforces_the_schema() {
         proposal(
             "zero-stake",
             "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
-            "000",
+            "0",
         ),
         "stake must be greater than zero",
+    )
+    .await;
+    refused(
+        "leading zeros",
+        proposal(
+            "zero-padded-stake",
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            "0001",
+        ),
+        "spec.stake",
     )
     .await;
     refused(
@@ -91,5 +101,47 @@ async fn crds_become_established_and_the_server_enforces_the_schema() {
         1,
         "refused objects are not stored"
     );
+
+    // What token holders vote on cannot change after the proposal is made.
+    for (what, patch, expect) in [
+        (
+            "stake",
+            json!({"spec": {"stake": "1"}}),
+            "stake and proposer are fixed",
+        ),
+        (
+            "proposer",
+            json!({"spec": {"proposer": "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"}}),
+            "stake and proposer are fixed",
+        ),
+        (
+            "governance",
+            json!({"spec": {"governance": {"quorumBps": 1}}}),
+            "governance is fixed",
+        ),
+        (
+            "mandate",
+            json!({"spec": {"mandate": {"budget": {"gpuHours": "100000"}}}}),
+            "the mandate is fixed",
+        ),
+    ] {
+        let err = api
+            .patch(
+                "clause-review",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(patch),
+            )
+            .await
+            .expect_err(what);
+        assert!(err.to_string().contains(expect), "{what}: {err}");
+    }
+    // The title and description stay editable.
+    api.patch(
+        "clause-review",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"title": "Clause review assistant"}})),
+    )
+    .await
+    .unwrap();
     ns.delete().await.unwrap();
 }

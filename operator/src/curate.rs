@@ -58,12 +58,15 @@ use sha2::{Digest, Sha256};
 use crate::contribution::{self, Contribution, Manifest, SignatureError, sha256_hex};
 use crate::ledger::merkle::{Payout, PayoutTree};
 
+mod egress;
 mod fetch;
 mod minhash;
 mod object;
 mod records;
 mod rewards;
+mod verify;
 
+pub use egress::{ALLOW_ENV, Egress, is_public};
 pub use fetch::{
     AnyFetch, DEFAULT_ATTEMPTS, DEFAULT_BACKOFF, Fetch, FetchError, FileFetch, HttpFetch,
     MAX_BACKOFF, MAX_REDIRECTS, REQUEST_TIMEOUT,
@@ -71,6 +74,7 @@ pub use fetch::{
 pub use object::{
     ObjectFetch, RETRY_TIMEOUT, SCHEMES as OBJECT_SCHEMES, env_options, is_object_uri,
 };
+pub use verify::{Forgery, verify};
 
 /// The largest contribution when `format.maxBytesPerContribution` is unset: 5 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 5 * 1024 * 1024;
@@ -296,6 +300,24 @@ pub struct Parameters {
     pub max_per_contributor: Option<u32>,
 }
 
+impl Parameters {
+    /// The settings of a curation of `spec` with `options`.
+    pub fn of(spec: &DatanetSpec, options: &Options) -> Self {
+        Self {
+            fields: spec.format.fields.clone(),
+            max_bytes_per_contribution: spec
+                .format
+                .max_bytes_per_contribution
+                .unwrap_or(DEFAULT_MAX_BYTES),
+            dedup: spec.curation.dedup,
+            near_duplicate_threshold: options.near_duplicate_threshold,
+            shingle_words: options.shingle_words,
+            min_quality_bps: spec.curation.min_quality_bps.unwrap_or(0),
+            max_per_contributor: spec.curation.max_per_contributor,
+        }
+    }
+}
+
 /// Contributions by outcome.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -472,7 +494,19 @@ impl CurationReport {
     }
 }
 
-fn parse_manifest(text: &str) -> Result<Manifest> {
+/// The version digest of a manifest: sha256 over a versioned canonical encoding of its
+/// entries (JSON of the parsed manifest, fields in declaration order), so that reformatting
+/// — whitespace, comments, key order, YAML or JSON — is the same version, and any change of
+/// an entry is a new one. Lowercase hex.
+pub fn manifest_digest(manifest: &Manifest) -> String {
+    let mut bytes = b"modelcommons.dev/manifest/v1\n".to_vec();
+    // Serializing plain strings and addresses cannot fail.
+    bytes.extend(serde_json::to_vec(manifest).unwrap_or_default());
+    sha256_hex(&bytes)
+}
+
+/// Parses a manifest's text (YAML or JSON) and checks its ids are unique.
+pub fn parse_manifest(text: &str) -> Result<Manifest> {
     if text.trim().is_empty() {
         return Err(Error::Manifest("it is empty".into()));
     }
@@ -545,15 +579,7 @@ pub async fn curate<F: Fetch>(
         .format
         .max_bytes_per_contribution
         .unwrap_or(DEFAULT_MAX_BYTES);
-    let parameters = Parameters {
-        fields: spec.format.fields.clone(),
-        max_bytes_per_contribution: max_bytes,
-        dedup: spec.curation.dedup,
-        near_duplicate_threshold: options.near_duplicate_threshold,
-        shingle_words: options.shingle_words,
-        min_quality_bps: spec.curation.min_quality_bps.unwrap_or(0),
-        max_per_contributor: spec.curation.max_per_contributor,
-    };
+    let parameters = Parameters::of(spec, options);
 
     let mut state = State::new(&parsed, &spec.format, parameters);
     let mut fetched = stream::iter(&parsed.contributions)
@@ -576,7 +602,7 @@ pub async fn curate<F: Fetch>(
 
     let mut report = state.finish(pool, spec.rewards.policy);
     report.datanet = datanet.into();
-    report.manifest_sha256 = sha256_hex(manifest.as_bytes());
+    report.manifest_sha256 = manifest_digest(&parsed);
     Ok(report)
 }
 
@@ -660,12 +686,11 @@ impl<'a> State<'a> {
         let c = &manifest.contributions[i];
         let got = sha256_hex(&bytes);
         if got != c.sha256 {
+            // The content's own digest is not printed: a report must not tell a
+            // contributor the hash of bytes it could not see.
             return Err((
                 Reason::HashMismatch,
-                format!(
-                    "the content's sha256 is {got}, the manifest says {}",
-                    c.sha256
-                ),
+                format!("the content's sha256 is not the manifest's {}", c.sha256),
             ));
         }
         let records = records::parse(&bytes, self.format, self.parameters.shingle_words)
@@ -801,129 +826,155 @@ impl<'a> State<'a> {
     }
 
     fn finish(self, pool: U256, policy: RewardPolicy) -> CurationReport {
-        let mut by_reason: BTreeMap<Reason, u32> = BTreeMap::new();
-        for item in &self.items {
-            *by_reason.entry(item.reason).or_default() += 1;
-        }
-        let total = u32::try_from(self.items.len()).unwrap_or(u32::MAX);
-        let accepted = by_reason.get(&Reason::Accepted).copied().unwrap_or(0);
-        let counts = Counts {
-            total,
-            accepted,
-            rejected: total - accepted,
-            by_reason,
-        };
-
-        // The dataset and its tree.
         let mut jsonl = Vec::new();
-        let mut leaves = Vec::with_capacity(self.kept.len());
-        for (i, k) in self.kept.iter().enumerate() {
+        let mut lines = Vec::with_capacity(self.kept.len());
+        for k in &self.kept {
             jsonl.extend_from_slice(k.canonical.as_bytes());
             jsonl.push(b'\n');
-            let digest: [u8; 32] = Sha256::digest(k.canonical.as_bytes()).into();
-            leaves.push(Payout {
-                index: U256::from(i),
-                account: self.manifest.contributions[k.item].contributor,
-                amount: U256::from_be_bytes(digest),
+            lines.push(Line {
+                contributor: self.manifest.contributions[k.item].contributor,
+                quality_bps: k.quality_bps,
+                sha256: Sha256::digest(k.canonical.as_bytes()).into(),
             });
         }
-        let dataset_root = PayoutTree::new(&leaves).ok().map(|t| t.root());
         let dataset = Dataset {
-            records: u32::try_from(self.kept.len()).unwrap_or(u32::MAX),
+            records: u32::try_from(lines.len()).unwrap_or(u32::MAX),
             bytes: jsonl.len() as u64,
             sha256: sha256_hex(&jsonl),
             jsonl,
         };
-
-        // Per contributor: accepted contributions, records, quality points.
-        #[derive(Default)]
-        struct Tally {
-            contributions: Vec<String>,
-            records: u32,
-            quality: u64,
-        }
-        let mut tallies: BTreeMap<Address, Tally> = BTreeMap::new();
-        for item in self.items.iter().filter(|i| i.accepted()) {
-            tallies
-                .entry(item.contributor)
-                .or_default()
-                .contributions
-                .push(item.id.clone());
-        }
-        for k in &self.kept {
-            let t = tallies
-                .entry(self.manifest.contributions[k.item].contributor)
-                .or_default();
-            t.records += 1;
-            t.quality += u64::from(k.quality_bps);
-        }
-        let weights: Vec<(Address, u64)> = tallies
-            .iter()
-            .map(|(a, t)| {
-                let w = match policy {
-                    RewardPolicy::QualityWeighted => t.quality,
-                    RewardPolicy::Proportional => u64::from(t.records),
-                    RewardPolicy::Equal => 1,
-                };
-                (*a, w)
-            })
-            .collect();
-        let total_weight: u64 = weights.iter().map(|(_, w)| *w).sum();
-        let shares = rewards::split(pool, &weights);
-        let all_records: u32 = tallies.values().map(|t| t.records).sum();
-        let mut payouts = Vec::with_capacity(weights.len());
-        let mut next_index = 0u64;
-        for (((contributor, t), (_, weight)), share) in
-            tallies.into_iter().zip(&weights).zip(shares)
-        {
-            let index = (!share.amount.is_zero()).then(|| {
-                next_index += 1;
-                next_index - 1
-            });
-            let reason = reward_reason(
-                policy,
-                &t.contributions,
-                t.records,
-                *weight,
-                total_weight,
-                all_records,
-                weights.len(),
-                share,
-                pool,
-            );
-            payouts.push(Reward {
-                contributor,
-                index,
-                amount: share.amount,
-                weight: *weight,
-                contributions: t.contributions,
-                records: t.records,
-                reason,
-            });
-        }
-        let allocated = payouts.iter().map(|p| p.amount).sum();
-        let mut report = CurationReport {
-            datanet: String::new(),
-            manifest_sha256: String::new(),
-            parameters: self.parameters,
-            counts,
-            items: self.items,
-            dataset,
-            dataset_root,
-            rewards: RewardMap {
-                pool,
-                policy,
-                total_weight,
-                allocated,
-                payouts,
-            },
-            reward_root: None,
-        };
-        report.reward_root = PayoutTree::new(&report.reward_payouts())
-            .ok()
-            .map(|t| t.root());
-        report
+        assemble(self.parameters, self.items, dataset, &lines, pool, policy)
     }
+}
+
+/// One record of the curated dataset as the trees and the rewards see it.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    contributor: Address,
+    quality_bps: u32,
+    sha256: [u8; 32],
+}
+
+/// The report from the item outcomes and the dataset's records: counts, the dataset tree,
+/// every contributor's reward and the reward tree. Curation and its verification by the
+/// operator ([`verify`]) both come through here, so the same inputs give the same report.
+fn assemble(
+    parameters: Parameters,
+    items: Vec<ItemOutcome>,
+    dataset: Dataset,
+    lines: &[Line],
+    pool: U256,
+    policy: RewardPolicy,
+) -> CurationReport {
+    let mut by_reason: BTreeMap<Reason, u32> = BTreeMap::new();
+    for item in &items {
+        *by_reason.entry(item.reason).or_default() += 1;
+    }
+    let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
+    let accepted = by_reason.get(&Reason::Accepted).copied().unwrap_or(0);
+    let counts = Counts {
+        total,
+        accepted,
+        rejected: total - accepted,
+        by_reason,
+    };
+
+    // The dataset's tree.
+    let leaves: Vec<Payout> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Payout {
+            index: U256::from(i),
+            account: l.contributor,
+            amount: U256::from_be_bytes(l.sha256),
+        })
+        .collect();
+    let dataset_root = PayoutTree::new(&leaves).ok().map(|t| t.root());
+
+    // Per contributor: accepted contributions, records, quality points.
+    #[derive(Default)]
+    struct Tally {
+        contributions: Vec<String>,
+        records: u32,
+        quality: u64,
+    }
+    let mut tallies: BTreeMap<Address, Tally> = BTreeMap::new();
+    for item in items.iter().filter(|i| i.accepted()) {
+        tallies
+            .entry(item.contributor)
+            .or_default()
+            .contributions
+            .push(item.id.clone());
+    }
+    for l in lines {
+        let t = tallies.entry(l.contributor).or_default();
+        t.records += 1;
+        t.quality += u64::from(l.quality_bps);
+    }
+    let weights: Vec<(Address, u64)> = tallies
+        .iter()
+        .map(|(a, t)| {
+            let w = match policy {
+                RewardPolicy::QualityWeighted => t.quality,
+                RewardPolicy::Proportional => u64::from(t.records),
+                RewardPolicy::Equal => 1,
+            };
+            (*a, w)
+        })
+        .collect();
+    let total_weight: u64 = weights.iter().map(|(_, w)| *w).sum();
+    let shares = rewards::split(pool, &weights);
+    let all_records: u32 = tallies.values().map(|t| t.records).sum();
+    let mut payouts = Vec::with_capacity(weights.len());
+    let mut next_index = 0u64;
+    for (((contributor, t), (_, weight)), share) in tallies.into_iter().zip(&weights).zip(shares) {
+        let index = (!share.amount.is_zero()).then(|| {
+            next_index += 1;
+            next_index - 1
+        });
+        let reason = reward_reason(
+            policy,
+            &t.contributions,
+            t.records,
+            *weight,
+            total_weight,
+            all_records,
+            weights.len(),
+            share,
+            pool,
+        );
+        payouts.push(Reward {
+            contributor,
+            index,
+            amount: share.amount,
+            weight: *weight,
+            contributions: t.contributions,
+            records: t.records,
+            reason,
+        });
+    }
+    let allocated = payouts.iter().map(|p| p.amount).sum();
+    let mut report = CurationReport {
+        datanet: String::new(),
+        manifest_sha256: String::new(),
+        parameters,
+        counts,
+        items,
+        dataset,
+        dataset_root,
+        rewards: RewardMap {
+            pool,
+            policy,
+            total_weight,
+            allocated,
+            payouts,
+        },
+        reward_root: None,
+    };
+    report.reward_root = PayoutTree::new(&report.reward_payouts())
+        .ok()
+        .map(|t| t.root());
+    report
 }
 
 /// `part / whole` as a percentage with two decimals, rounded down.

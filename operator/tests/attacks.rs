@@ -35,8 +35,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use modelcommons_crds::datanet::{Datanet, DatanetPhase};
 use modelcommons_crds::proposal::ModelProposal;
 use modelcommons_operator::contribution::{self, Contribution, Manifest, sha256_hex};
-use modelcommons_operator::curate::{CurationReport, Reason};
 use modelcommons_operator::controller::{Config, datanet, deployment, finetune, proposal};
+use modelcommons_operator::curate::{CurationReport, Reason};
 use modelcommons_operator::ledger::bindings::RewardDistributor;
 use modelcommons_operator::ledger::ids::datanet_version_id;
 use modelcommons_operator::ledger::merkle::{Payout, PayoutTree};
@@ -411,7 +411,10 @@ async fn a_whitespace_edit_of_the_manifest_is_no_new_version() {
         .items;
     // Were a second version cut, run its curation to see what it would pay.
     if let Some(v2) = jobs.iter().find(|j| {
-        j.labels().get("modelcommons.dev/datanet-version").map(String::as_str) == Some("2")
+        j.labels()
+            .get("modelcommons.dev/datanet-version")
+            .map(String::as_str)
+            == Some("2")
     }) {
         run_curation_pod(&w.client, curate_bin(), v2).await;
         w.settle().await;
@@ -469,8 +472,13 @@ async fn http_server(
             let mut buf = [0u8; 4096];
             let _ = sock.read(&mut buf).await;
             let head = match &redirect {
-                Some(to) => format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
-                None => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+                Some(to) => format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                ),
+                None => format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                ),
             };
             let _ = sock.write_all(head.as_bytes()).await;
             if redirect.is_none() {
@@ -495,8 +503,8 @@ async fn contributions_into_the_store_or_the_internal_network_are_unreachable() 
         http_server(Vec::new(), Some(format!("http://{internal}/law.jsonl"))).await;
     // The redirector stands for a public host: the operator allows it explicitly.
     let allow = redirector.clone();
-    let w = World::with_config("atk-fetch", move |_c| {
-        let _ = allow;
+    let w = World::with_config("atk-fetch", move |c| {
+        c.egress = modelcommons_operator::curate::Egress::allowing([allow]);
     })
     .await;
     w.approve().await;
@@ -538,7 +546,8 @@ async fn contributions_into_the_store_or_the_internal_network_are_unreachable() 
         format!("http://{redirector}/law.jsonl"),
         &records,
     ));
-    m.contributions.extend(w.manifest.contributions.iter().cloned());
+    m.contributions
+        .extend(w.manifest.contributions.iter().cloned());
     Api::<ConfigMap>::namespaced(w.client.clone(), w.n())
         .patch(
             "clause-review-contributions",

@@ -61,6 +61,8 @@ impl Replicas {
             .arg(d.join("addresses.json"))
             .arg("--artifact-store")
             .arg(format!("file://{}", d.join("store").display()))
+            .arg("--dev-host-dir")
+            .arg(d)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())

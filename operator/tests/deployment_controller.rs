@@ -131,6 +131,8 @@ async fn a_model_deployment_serves_through_the_real_server() {
     let config = Config {
         namespace: Some(n.to_string()),
         recheck: Duration::from_secs(2),
+        // The models are host directories of this test: the dev host directory.
+        dev_host_dirs: vec![model.parent().unwrap().to_path_buf()],
         ..Config::default()
     };
     let controller = tokio::spawn(deployment::run(Context::new(client.clone(), config)));
@@ -406,6 +408,7 @@ async fn a_canary_splits_traffic_by_gateway_api_route_weights() {
     let config = Config {
         namespace: Some(n.to_string()),
         recheck: Duration::from_secs(1),
+        dev_host_dirs: vec!["/models".into()],
         ..Config::default()
     };
     let controller = tokio::spawn(deployment::run(Context::new(client.clone(), config)));

@@ -188,6 +188,7 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         namespace: Some(n.to_string()),
         recheck: Duration::from_secs(2),
         result_grace: Duration::from_secs(120),
+        dev_host_dirs: vec![dir.path().to_path_buf()],
         ..Config::default()
     };
     let controller = tokio::spawn(finetune::run(Context::new(client.clone(), config)));

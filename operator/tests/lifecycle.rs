@@ -271,7 +271,9 @@ async fn the_lifecycle_runs_end_to_end() {
     // manifest with the settings of its own environment.
     let s3 = stores::s3().await;
     let mut ctx = context(&client, n, &chain, &store);
-    std::sync::Arc::make_mut(&mut ctx.config).objects = s3.fetch();
+    let config = std::sync::Arc::make_mut(&mut ctx.config);
+    config.objects = s3.fetch();
+    config.egress = s3.egress();
     let controllers = [
         tokio::spawn(proposal::run(ctx.clone())),
         tokio::spawn(datanet::run(ctx.clone())),

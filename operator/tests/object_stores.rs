@@ -127,7 +127,12 @@ async fn curates_from(store: Store) {
 
     // The same manifest read by the library: the bytes the curation hashed.
     let text = store.fetch().fetch(&uri, 1 << 20).await.unwrap();
-    assert_eq!(sha256_hex(&text), r.manifest_sha256);
+    assert_eq!(
+        modelcommons_operator::controller::datanet::manifest_digest(
+            std::str::from_utf8(&text).unwrap()
+        ),
+        r.manifest_sha256
+    );
     // A limit smaller than the object: TooLarge, without reading it.
     assert_eq!(
         store.fetch().fetch(&uri, 16).await,
@@ -157,12 +162,27 @@ async fn curates_from_s3() {
         }
     }
     let started = std::time::Instant::now();
-    let refused = ObjectFetch::new(wrong).fetch(&uri, 1 << 20).await;
+    let refused = ObjectFetch::new(wrong)
+        .with_egress(store.egress())
+        .fetch(&uri, 1 << 20)
+        .await;
     assert!(
         matches!(&refused, Err(FetchError::Unreachable(m)) if m.contains("403") || m.contains("Forbidden") || m.contains("SignatureDoesNotMatch")),
         "{refused:?}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The same store without its address allowed: refused before any request, at once —
+    // an endpoint in a tenant's Secret cannot reach the cluster's own network.
+    let started = std::time::Instant::now();
+    let internal = ObjectFetch::new(store.options())
+        .with_egress(Default::default())
+        .fetch(&uri, 1 << 20)
+        .await;
+    assert!(
+        matches!(&internal, Err(FetchError::Unreachable(m)) if m.contains("not a public address")),
+        "{internal:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
     curates_from(store).await;
 }
 

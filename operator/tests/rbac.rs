@@ -197,6 +197,8 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
         .arg(d.join("addresses.json"))
         .arg("--artifact-store")
         .arg(format!("file://{}", d.join("store").display()))
+        .arg("--dev-host-dir")
+        .arg(d)
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "info,kube=warn")
         .stdout(log.try_clone().unwrap())

@@ -545,6 +545,11 @@ async fn main() -> anyhow::Result<()> {
         .arg(dir.join("addresses.json"))
         .arg("--artifact-store")
         .arg(format!("file://{}", dir.join("store").display()))
+        // Dev host directories on this one machine: the example's contributions
+        // (file:///data/contributions/… in the pods' sandboxes) and the models.
+        .args(["--dev-host-dir", "/data/contributions"])
+        .arg("--dev-host-dir")
+        .arg(dir.join("pvc").join("models"))
         .env("KUBECONFIG", &kubeconfig)
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -93,6 +93,14 @@ struct CurateCli {
     /// The directory `file://` URIs resolve under.
     #[arg(long, default_value = "/")]
     data_root: std::path::PathBuf,
+    /// A directory `file://` contributions may be read from (the operator's dev host
+    /// directories; repeatable); without it none are.
+    #[arg(long)]
+    files_under: Vec<std::path::PathBuf>,
+    /// Where a ConfigMap manifest is mounted (a `file://` manifest is read only from there or
+    /// from --files-under).
+    #[arg(long)]
+    manifest_dir: Option<std::path::PathBuf>,
     /// Where the result (JSON) is written: the pod's termination message by default.
     #[arg(long, default_value = "/dev/termination-log")]
     result_file: std::path::PathBuf,
@@ -110,6 +118,14 @@ struct RunArgs {
         default_value = "ghcr.io/modelcommons/trainer:0.1.0"
     )]
     trainer_image: String,
+    /// Another trainer image FineTuneJobs may name in spec.trainerImage (repeatable, or
+    /// comma-separated in the environment); any other is refused.
+    #[arg(
+        long,
+        env = "MODELCOMMONS_ALLOWED_TRAINER_IMAGES",
+        value_delimiter = ','
+    )]
+    allowed_trainer_image: Vec<String>,
     /// Metrics (`/metrics`) and health (`/healthz`, `/readyz`) address.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -172,6 +188,16 @@ struct RunArgs {
         default_value = "pvc://modelcommons-artifacts"
     )]
     artifact_store: String,
+    /// A `host:port` that fetches of tenant-written URIs may reach although it is not a
+    /// public address (a private object store); repeatable, or comma-separated in the
+    /// environment. Loopback, private, link-local and metadata addresses are refused otherwise.
+    #[arg(long, env = "MODELCOMMONS_FETCH_ALLOW", value_delimiter = ',')]
+    fetch_allow: Vec<String>,
+    /// A host directory where `file://` manifests, contributions, models and outputs may be,
+    /// for a dev cluster on one machine (the test bed, the demo); repeatable. Unset in a real
+    /// cluster, where `file://` is refused.
+    #[arg(long, env = "MODELCOMMONS_DEV_HOST_DIRS", value_delimiter = ',')]
+    dev_host_dir: Vec<std::path::PathBuf>,
     /// Seconds between looks at objects waiting on the chain or on a gate.
     #[arg(long, default_value_t = 30)]
     recheck_seconds: u64,
@@ -248,6 +274,8 @@ async fn curate(cli: CurateCli) -> anyhow::Result<()> {
         manifest: cli.manifest,
         artifact_store: cli.artifact_store,
         data_root: cli.data_root,
+        files_under: cli.files_under,
+        manifest_dir: cli.manifest_dir,
         result_file: cli.result_file,
     };
     let (report, _) = datanet::curate_job(&args)
@@ -328,16 +356,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         client.clone(),
         Config {
             trainer_image: args.trainer_image.clone(),
+            allowed_trainer_images: args.allowed_trainer_image.clone(),
             namespace: args.namespace.clone(),
             operator_image: args.operator_image.clone(),
             artifact_store: args.artifact_store.clone(),
-            objects: modelcommons_operator::curate::ObjectFetch::from_env(),
+            objects: modelcommons_operator::curate::ObjectFetch::from_env().with_egress(
+                modelcommons_operator::curate::Egress::allowing(&args.fetch_allow),
+            ),
             recheck: Duration::from_secs(args.recheck_seconds.max(1)),
             result_grace: Duration::from_secs(args.result_grace_seconds),
             governance: GovernanceDefaults {
                 quorum_bps: args.default_quorum_bps,
                 threshold_bps: args.default_approval_threshold_bps,
             },
+            egress: modelcommons_operator::curate::Egress::allowing(&args.fetch_allow),
+            dev_host_dirs: args.dev_host_dir.clone(),
         },
     );
     if let Some(h) = connect_ledger(&args).await? {

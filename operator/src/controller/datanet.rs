@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -53,6 +52,8 @@ pub const MANIFEST_DIR: &str = "/etc/modelcommons/manifest";
 pub const RESULT_FILE: &str = "/dev/termination-log";
 /// How long contributors may claim a version's rewards: 90 days.
 pub const CLAIM_WINDOW_SECONDS: u64 = 90 * 24 * 3600;
+/// The largest manifest read, by the operator or the curation: 4 MiB (some 10,000 entries).
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 /// Distribution kind of a Datanet version (RewardDistributor.Kind.Datanet).
 const KIND_DATANET: u8 = 0;
 
@@ -90,6 +91,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(io("writing", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io("renaming into", path))
+}
+
+/// The artifact store's path in this process (and in pods), where it has one.
+fn artifact_local(store: &str) -> Vec<PathBuf> {
+    container_path(store)
+        .map(PathBuf::from)
+        .into_iter()
+        .collect()
 }
 
 /// Where the curation Job writes, as a URI of the store and a local path.
@@ -171,8 +180,7 @@ impl ManifestSource {
         &self,
         client: &kube::Client,
         ns: &str,
-        data_root: &Path,
-        objects: &crate::curate::ObjectFetch,
+        config: &super::Config,
     ) -> Result<String, String> {
         match self {
             Self::ConfigMap { name, key } => {
@@ -186,11 +194,21 @@ impl ManifestSource {
                     .ok_or_else(|| format!("ConfigMap {name} has no key {key}"))
             }
             Self::Uri(uri) => {
-                let fetch = AnyFetch::new(data_root)
+                // The operator's own files are never a manifest: file:// only under the dev
+                // host directory, and every address checked.
+                let mut files =
+                    curate::FileFetch::new("/").only_under(config.dev_host_dirs.clone());
+                for s in artifact_local(&config.artifact_store) {
+                    files = files.excluding(s);
+                }
+                // config.objects carries its egress already (and keeps its store cache).
+                let mut fetch = AnyFetch::new("/")
                     .map_err(|e| e.to_string())?
-                    .with_objects(objects.clone());
+                    .with_objects(config.objects.clone())
+                    .with_files(files);
+                fetch.http = fetch.http.with_egress(config.egress.clone());
                 let bytes = fetch
-                    .fetch(uri, 64 * 1024 * 1024)
+                    .fetch(uri, MAX_MANIFEST_BYTES)
                     .await
                     .map_err(|e| e.to_string())?;
                 String::from_utf8(bytes).map_err(|_| format!("{uri}: the manifest is not UTF-8"))
@@ -220,6 +238,12 @@ pub struct CurateArgs {
     pub artifact_store: String,
     /// The root `file://` URIs resolve under (`/` in a pod).
     pub data_root: PathBuf,
+    /// The directories `file://` contributions may be read from (the operator's dev host
+    /// directories); empty: none are.
+    pub files_under: Vec<PathBuf>,
+    /// Where a ConfigMap manifest is mounted: the other directory a `file://` manifest may
+    /// be read from.
+    pub manifest_dir: Option<PathBuf>,
     /// Where the result goes ([`RESULT_FILE`] in a pod).
     pub result_file: PathBuf,
 }
@@ -233,13 +257,30 @@ pub async fn curate_job(args: &CurateArgs) -> Result<(CurationReport, CurationRe
             args.datanet
         ))
     })?;
-    let fetch = AnyFetch::new(&args.data_root).map_err(|e| Error::Invalid(e.to_string()))?;
-    let manifest = fetch
-        .fetch(&args.manifest, 64 * 1024 * 1024)
+    let store = artifact_local(&args.artifact_store);
+    let files = |dirs: Vec<PathBuf>| {
+        let mut f = curate::FileFetch::new(&args.data_root).only_under(dirs);
+        for s in &store {
+            f = f.excluding(s.clone());
+        }
+        f
+    };
+    let any = AnyFetch::new(&args.data_root).map_err(|e| Error::Invalid(e.to_string()))?;
+    let manifest = any
+        .clone()
+        .with_files(files(
+            args.manifest_dir
+                .iter()
+                .chain(&args.files_under)
+                .cloned()
+                .collect(),
+        ))
+        .fetch(&args.manifest, MAX_MANIFEST_BYTES)
         .await
         .map_err(|e| Error::Invalid(format!("reading the manifest: {e}")))?;
     let manifest = String::from_utf8(manifest)
         .map_err(|_| Error::Invalid(format!("{}: the manifest is not UTF-8", args.manifest)))?;
+    let fetch = any.with_files(files(args.files_under.clone()));
     let report = curate::curate(
         &args.datanet,
         &args.spec,
@@ -265,24 +306,156 @@ pub async fn curate_job(args: &CurateArgs) -> Result<(CurationReport, CurationRe
     Ok((report, result))
 }
 
-/// The result a finished curation pod left in its termination message.
-async fn pod_result(ctx: &Context, ns: &str, job: &str) -> Result<Option<CurationResult>, Error> {
-    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(ctx.client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+/// The result a finished pod of the operator's curation Job `job` left in its termination
+/// message. Only a pod that the Job controller made for this Job counts (its controller-uid
+/// label and controller owner reference name the Job's uid) and that runs the Job's
+/// container unchanged; any other pod carrying the Job's name is reported with a
+/// `ForgedResult` warning and ignored.
+async fn pod_result(
+    ctx: &Context,
+    dn: &Datanet,
+    job: &Job,
+) -> Result<Option<CurationResult>, Error> {
+    use k8s_openapi::api::core::v1::Pod;
+    let ns = dn.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let uid = job.uid().unwrap_or_default();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
         .await?;
-    Ok(pods
-        .items
-        .iter()
-        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
-        .flatten()
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
-        .filter(|t| t.exit_code == 0)
-        .find_map(|t| serde_json::from_str(t.message.as_deref()?).ok()))
+    let template = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let mut found = None;
+    for p in &pods.items {
+        let by_controller = p.labels().get("batch.kubernetes.io/controller-uid") == Some(&uid)
+            && p.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "Job");
+        let same = p
+            .spec
+            .as_ref()
+            .is_some_and(|s| same_containers(&s.containers, template));
+        if !(by_controller && same) {
+            ctx.event(
+                dn,
+                EventType::Warning,
+                "ForgedResult",
+                format!(
+                    "pod {} carries the name of curation Job {name} but {}; its result is ignored",
+                    p.name_any(),
+                    if by_controller {
+                        "does not run the Job's container"
+                    } else {
+                        "was not made by that Job"
+                    }
+                ),
+            );
+            continue;
+        }
+        let message = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+            .filter(|t| t.exit_code == 0)
+            .find_map(|t| serde_json::from_str(t.message.as_deref()?).ok());
+        found = found.or(message);
+    }
+    Ok(found)
 }
 
-/// The version digest of a manifest's text.
+/// Whether two container lists run the same thing: image, command, args, environment,
+/// Secrets and mounts.
+fn same_containers(
+    got: &[k8s_openapi::api::core::v1::Container],
+    want: &[k8s_openapi::api::core::v1::Container],
+) -> bool {
+    let key = |c: &k8s_openapi::api::core::v1::Container| {
+        (
+            c.name.clone(),
+            c.image.clone(),
+            c.command.clone().unwrap_or_default(),
+            c.args.clone().unwrap_or_default(),
+            c.env
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                // The API server stores an empty value as none.
+                .map(|e| (e.name, e.value.filter(|v| !v.is_empty())))
+                .collect::<Vec<_>>(),
+            c.env_from
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.secret_ref.map(|r| r.name))
+                .collect::<Vec<_>>(),
+            c.volume_mounts
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| (m.name, m.mount_path, m.read_only.unwrap_or(false)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    got.len() == want.len() && got.iter().zip(want).all(|(g, w)| key(g) == key(w))
+}
+
+/// Whether an existing Job under the curation Job's name is the operator's: controlled by
+/// this Datanet and running exactly the pod the operator would create. A tenant can create a
+/// Job under that name with an owner reference to the Datanet (uids are readable), but not
+/// one that runs anything but the operator's own curation.
+fn job_is_ours(job: &Job, dn: &Datanet, desired: &Job) -> Result<(), String> {
+    let uid = dn.uid().unwrap_or_default();
+    if !job
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "Datanet")
+    {
+        return Err("it is not controlled by this Datanet".into());
+    }
+    let pod = |j: &Job| j.spec.as_ref().and_then(|s| s.template.spec.clone());
+    let (Some(got), Some(want)) = (pod(job), pod(desired)) else {
+        return Err("it has no pod template".into());
+    };
+    if !same_containers(&got.containers, &want.containers)
+        || !got.init_containers.unwrap_or_default().is_empty()
+    {
+        return Err("its pod does not run the operator's curation container".into());
+    }
+    let vols = |v: Option<Vec<k8s_openapi::api::core::v1::Volume>>| {
+        v.unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                (
+                    v.name,
+                    v.persistent_volume_claim.map(|c| c.claim_name),
+                    v.config_map.map(|c| c.name),
+                    v.host_path.map(|h| h.path),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    if vols(got.volumes) != vols(want.volumes) {
+        return Err("its pod mounts other volumes than the operator's".into());
+    }
+    Ok(())
+}
+
+/// The version digest of a manifest's text: what `status.manifestSha256` holds and a new
+/// version is cut for — the canonical digest of its entries ([`curate::manifest_digest`]),
+/// so a reformatted manifest is the same version. A manifest that does not parse (and is
+/// refused as `ManifestInvalid`) is named by the sha256 of its bytes.
 pub fn manifest_digest(text: &str) -> String {
-    crate::contribution::sha256_hex(text.as_bytes())
+    curate::parse_manifest(text).map_or_else(
+        |_| crate::contribution::sha256_hex(text.as_bytes()),
+        |m| curate::manifest_digest(&m),
+    )
 }
 
 /// The name of the curation Job of `version` of Datanet `datanet` with manifest `digest`.
@@ -302,10 +475,10 @@ pub fn curation_job(
     version: u32,
     digest: &str,
     source: &ManifestSource,
-) -> serde_json::Value {
+) -> Result<Job, Error> {
     let ns = dn.namespace().unwrap_or_default();
     let name = job_name(&dn.name_any(), version, digest);
-    let args = vec![
+    let mut args = vec![
         "curate".to_string(),
         "--datanet".into(),
         format!("{ns}/{}", dn.name_any()),
@@ -320,6 +493,16 @@ pub fn curation_job(
     if let ManifestSource::ConfigMap { name, key } = source {
         vols.push(json!({"name": "manifest", "configMap": {"name": name, "items": [{"key": key, "path": key}]}}));
         mounts.push(json!({"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": true}));
+        args.extend(["--manifest-dir".into(), MANIFEST_DIR.into()]);
+    }
+    for (i, dev) in ctx.config.dev_host_dirs.iter().enumerate() {
+        // Dev mode only (the test bed, the demo): the host directory, read-only, at its own
+        // path, so `file://` contributions name the same path on the host and in the pod.
+        let dev = dev.display().to_string();
+        let vol = format!("dev-data-{i}");
+        vols.push(json!({"name": vol, "hostPath": {"path": dev, "type": "Directory"}}));
+        mounts.push(json!({"name": vol, "mountPath": dev, "readOnly": true}));
+        args.extend(["--files-under".into(), dev]);
     }
     let labels = json!({LABEL_MANAGED_BY: "modelcommons-operator", LABEL_INSTANCE: dn.name_any(),
         "modelcommons.dev/datanet-version": version.to_string()});
@@ -332,7 +515,9 @@ pub fn curation_job(
             "name": "curate",
             "image": ctx.config.operator_image,
             "args": args,
-            "env": [{"name": SPEC_ENV, "value": serde_json::to_string(&dn.spec).unwrap_or_default()}],
+            // Set here, these win over any of the same name in the tenant's Secret below.
+            "env": [{"name": SPEC_ENV, "value": serde_json::to_string(&dn.spec).unwrap_or_default()},
+                {"name": curate::ALLOW_ENV, "value": ctx.config.egress.to_env()}],
             // Object-store credentials as the environment object_store reads; the kubelet
             // resolves the Secret, the operator never reads it.
             "envFrom": dn.spec.contributions.credentials_secret_ref.as_ref()
@@ -346,13 +531,13 @@ pub fn curation_job(
         }],
         "volumes": vols,
     });
-    json!({
+    Ok(serde_json::from_value(json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": ns, "labels": labels,
             "ownerReferences": [owner(dn)]},
         "spec": {"backoffLimit": 2, "ttlSecondsAfterFinished": 86400,
             "template": {"metadata": {"labels": labels}, "spec": pod}},
-    })
+    }))?)
 }
 
 fn owner(dn: &Datanet) -> serde_json::Value {
@@ -366,6 +551,8 @@ struct Shown {
     reason: &'static str,
     message: String,
     requeue: Option<Duration>,
+    /// Also a Warning event under `reason` when the condition turns to it.
+    warn: bool,
 }
 
 impl Shown {
@@ -381,14 +568,17 @@ impl Shown {
             reason,
             message,
             requeue,
+            warn: false,
         }
     }
-}
 
-fn b256(s: &Option<String>) -> B256 {
-    s.as_deref()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_default()
+    /// A verdict that publishes nothing and is worth a Warning event: waits for a change.
+    fn warn(phase: DatanetPhase, reason: &'static str, message: String) -> Self {
+        Self {
+            warn: true,
+            ..Self::new(phase, reason, message, None)
+        }
+    }
 }
 
 async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result<Shown, Error> {
@@ -440,10 +630,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             ));
         }
     };
-    let manifest = match source
-        .read(&ctx.client, &ns, Path::new("/"), &ctx.config.objects)
-        .await
-    {
+    let manifest = match source.read(&ctx.client, &ns, &ctx.config).await {
         Ok(m) => m,
         Err(m) => {
             let phase = if status.phase == Some(DatanetPhase::Ready) {
@@ -464,7 +651,18 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             ));
         }
     };
-    let digest = crate::contribution::sha256_hex(manifest.as_bytes());
+    let parsed = match curate::parse_manifest(&manifest) {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(Shown::new(
+                DatanetPhase::Failed,
+                "ManifestInvalid",
+                format!("{e}; fix the manifest and the version is curated"),
+                None,
+            ));
+        }
+    };
+    let digest = curate::manifest_digest(&parsed);
     if status.phase == Some(DatanetPhase::Ready)
         && status.manifest_sha256.as_deref() == Some(&digest)
     {
@@ -480,99 +678,19 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             status.manifest_sha256.as_deref() != Some(digest.as_str()) || status.version.is_none(),
         );
 
-    // The Job's result for this manifest and version → publish.
-    if let Some(c) = status
-        .curation
-        .clone()
-        .filter(|c| c.version == version && c.manifest_sha256 == digest)
-    {
-        let h = ctx
-            .ledger
-            .clone()
-            .ok_or_else(|| Error::Invalid("no ledger".into()))?;
-        let uid = dn.uid().unwrap_or_default();
-        let total = U256::from_str_radix(&c.reward_total, 10).unwrap_or_default();
-        let mut record = ChainRecord::default();
-        if let Some(root) = c.reward_root.as_ref().filter(|_| !total.is_zero()) {
-            let block = h
-                .ledger
-                .provider()
-                .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
-                .await
-                .map_err(crate::ledger::Error::from)?
-                .map(|b| b.header.timestamp)
-                .unwrap_or_default();
-            let req = PublishDistribution {
-                id: datanet_version_id(&uid, version),
-                kind: KIND_DATANET,
-                root: root.parse().unwrap_or_default(),
-                content_root: b256(&c.dataset_root),
-                total,
-                deadline: block + CLAIM_WINDOW_SECONDS,
-            };
-            let w = ctx
-                .ledger_write(
-                    "RewardDistributor.publish",
-                    h.ledger
-                        .publish_distribution(h.suite.open, h.suite.distributor, &req),
-                )
-                .await?;
-            record.tx_hash = match w {
-                Write::Written { tx } => Some(tx.to_string()),
-                Write::AlreadyDone => h
-                    .ledger
-                    .published_tx(h.suite.distributor, req.id)
-                    .await?
-                    .map(|t| t.to_string())
-                    .or_else(|| Some(format!("published as {}", req.id))),
-            };
-        }
-        status.version = Some(version);
-        status.manifest_sha256 = Some(digest);
-        status.counts = Some(c.counts.clone());
-        status.dataset_root = c.dataset_root.clone();
-        status.reward_root = c.reward_root.clone();
-        status.dataset_uri = Some(c.dataset_uri.clone());
-        status.reward_map_uri = Some(c.reward_map_uri.clone());
-        status.reward_total = Some(c.reward_total.clone());
-        status.chain = Some(record);
-        ctx.event(
-            dn,
-            EventType::Normal,
-            "Published",
-            format!(
-                "version {version}: {} accepted, {} rejected; {} OPEN base units to contributors{}",
-                c.counts.accepted,
-                c.counts.rejected,
-                c.reward_total,
-                status
-                    .chain
-                    .as_ref()
-                    .and_then(|r| r.tx_hash.as_ref())
-                    .map(|t| format!(" (tx {t})"))
-                    .unwrap_or_default()
-            ),
-        );
-        return Ok(Shown::new(
-            DatanetPhase::Ready,
-            "Published",
-            ready_message(status),
-            None,
-        ));
-    }
-
-    // Otherwise the curation Job runs (created once per manifest digest and version).
+    // The curation Job runs (created once per manifest digest and version); only the
+    // operator's own Job and its own pods count.
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
     let name = job_name(&dn.name_any(), version, &digest);
+    let desired = curation_job(dn, ctx, version, &digest, &source)?;
     let job = match jobs.get_opt(&name).await? {
         Some(j) => j,
         None => {
-            let body = curation_job(dn, ctx, version, &digest, &source);
             let j = jobs
                 .patch(
                     &name,
                     &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&body),
+                    &Patch::Apply(&desired),
                 )
                 .await?;
             ctx.event(
@@ -584,27 +702,53 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             j
         }
     };
+    if let Err(why) = job_is_ours(&job, dn, &desired) {
+        return Ok(Shown::warn(
+            DatanetPhase::Failed,
+            "ForgedResult",
+            format!(
+                "Job {name} was not made by the operator: {why}. Nothing is published from it; delete it (kubectl delete job -n {ns} {name}) and the operator curates version {version} with its own"
+            ),
+        ));
+    }
     let (state, failure) = job_state(&job);
     let result = if state == JobState::Complete {
-        pod_result(ctx, &ns, &name).await?
+        pod_result(ctx, dn, &job).await?
     } else {
         None
     };
     if let Some(r) = result {
-        if r.version == version && r.manifest_sha256 == digest {
-            status.curation = Some(r);
-            // Published at once, in this reconcile.
-            return Box::pin(step(dn, ctx, status)).await;
+        if r.version != version || r.manifest_sha256 != digest {
+            return Ok(Shown::warn(
+                DatanetPhase::Failed,
+                "CurationMismatch",
+                format!(
+                    "the curation Job {name} reported version {} of manifest {}, not version {version} of {digest}; delete the Job to curate again",
+                    r.version, r.manifest_sha256
+                ),
+            ));
         }
-        return Ok(Shown::new(
-            DatanetPhase::Failed,
-            "CurationMismatch",
-            format!(
-                "the curation Job {name} reported version {} of manifest {}, not version {version} of {digest}; change the manifest to retry",
-                r.version, r.manifest_sha256
-            ),
-            None,
-        ));
+        let report = match read_verified(ctx, dn, &parsed, &r) {
+            Ok(report) => report,
+            Err(Unverified::Unreadable(m)) => {
+                return Ok(Shown::new(
+                    DatanetPhase::Curating,
+                    "ArtifactsUnreadable",
+                    m,
+                    Some(Duration::from_secs(10)),
+                ));
+            }
+            Err(Unverified::Forged(f)) => {
+                return Ok(Shown::warn(
+                    DatanetPhase::Failed,
+                    f.reason(),
+                    format!(
+                        "the result of curation Job {name} does not check out: {f}. Nothing is published; delete the Job (kubectl delete job -n {ns} {name}) to curate version {version} again"
+                    ),
+                ));
+            }
+        };
+        return publish(dn, ctx, status, version, digest, &r, report).await;
     }
     Ok(match state {
         JobState::Failed => {
@@ -613,7 +757,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
                 DatanetPhase::Failed,
                 "CurationFailed",
                 format!(
-                    "the curation Job {name} failed: {why}; see `kubectl logs job/{name}`, fix the cause (manifest or artifact store) and change the manifest to retry"
+                    "the curation Job {name} failed: {why}; see `kubectl logs job/{name}`, fix the cause (manifest or artifact store) and delete the Job to curate again"
                 ),
                 None,
             )
@@ -658,6 +802,200 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
     })
 }
 
+/// Why a curation result is not published (yet).
+enum Unverified {
+    /// The operator cannot read the artifacts: it retries.
+    Unreadable(String),
+    /// They do not check out.
+    Forged(curate::Forgery),
+}
+
+/// The largest curation report the operator reads back.
+const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads the curation report and the curated dataset named by `r` back from the artifact
+/// store — by content address, under this Datanet's own directory of the operator's store —
+/// and verifies them against the manifest the operator read ([`curate::verify`]).
+fn read_verified(
+    ctx: &Context,
+    dn: &Datanet,
+    manifest: &crate::contribution::Manifest,
+    r: &CurationResult,
+) -> Result<CurationReport, Unverified> {
+    use std::io::Read;
+    let ns = dn.namespace().unwrap_or_default();
+    let forged = |m: String| Unverified::Forged(curate::Forgery::Inconsistent(m));
+    let (uri, dir) = artifact_dir(&ctx.config.artifact_store, &ns, &dn.name_any())
+        .map_err(|e| Unverified::Unreadable(e.to_string()))?;
+    let addressed = |got: &str, prefix: &str, suffix: &str| -> Option<String> {
+        let hex = got
+            .strip_prefix(&format!("{uri}/{prefix}"))?
+            .strip_suffix(suffix)?;
+        (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| hex.to_string())
+    };
+    let (Some(report_hex), Some(dataset_hex)) = (
+        addressed(&r.reward_map_uri, "curation-sha256-", ".json"),
+        addressed(&r.dataset_uri, "sha256-", ""),
+    ) else {
+        return Err(forged(format!(
+            "its artifacts ({}, {}) are not content-addressed under {uri}, where the operator's curation writes",
+            r.reward_map_uri, r.dataset_uri
+        )));
+    };
+    let report_path = dir.join(format!("curation-sha256-{report_hex}.json"));
+    let dataset_path = dir
+        .join(format!("sha256-{dataset_hex}"))
+        .join("dataset.jsonl");
+    let unreadable = |path: &Path, e: std::io::Error| {
+        Unverified::Unreadable(format!(
+            "the operator cannot read {} to verify the curation result ({e}); it must see the artifact store at the path the curation pod wrote to: mount the store into the operator (Helm artifactStore) or use a file:// store it shares",
+            path.display()
+        ))
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(&report_path)
+        .map_err(|e| unreadable(&report_path, e))?
+        .take(MAX_REPORT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(&report_path, e))?;
+    if bytes.len() as u64 > MAX_REPORT_BYTES
+        || crate::contribution::sha256_hex(&bytes) != report_hex
+    {
+        return Err(Unverified::Forged(curate::Forgery::Tampered(format!(
+            "the curation report {} is not the content its address names: it was rewritten in the store",
+            r.reward_map_uri
+        ))));
+    }
+    let dataset = std::fs::File::open(&dataset_path).map_err(|e| unreadable(&dataset_path, e))?;
+    let report = curate::verify(
+        &r_datanet(dn),
+        &dn.spec,
+        manifest,
+        &curate::Options::default(),
+        &bytes,
+        std::io::BufReader::new(dataset),
+    )
+    .map_err(Unverified::Forged)?;
+    if report.dataset.sha256 != dataset_hex {
+        return Err(Unverified::Forged(curate::Forgery::Tampered(format!(
+            "the curated dataset {} is not the one the report names",
+            r.dataset_uri
+        ))));
+    }
+    // The pod's own summary must agree with what was verified.
+    let claimed = (
+        r.dataset_root.clone(),
+        r.reward_root.clone(),
+        r.reward_total.clone(),
+        &r.counts,
+    );
+    let verified = (
+        report.dataset_root.map(|x| x.to_string()),
+        report.reward_root.map(|x| x.to_string()),
+        report.rewards.allocated.to_string(),
+        &report.counts.to_status(),
+    );
+    if claimed != verified {
+        return Err(forged(format!(
+            "its summary (reward root {:?}, total {}) is not what its artifacts give (reward root {:?}, total {})",
+            r.reward_root, r.reward_total, verified.1, verified.2
+        )));
+    }
+    Ok(report)
+}
+
+fn r_datanet(dn: &Datanet) -> String {
+    format!("{}/{}", dn.namespace().unwrap_or_default(), dn.name_any())
+}
+
+/// Publishes a verified version on chain (a RewardDistributor distribution of the recomputed
+/// reward root, funded with exactly the pool) and makes the Datanet `Ready`.
+async fn publish(
+    dn: &Datanet,
+    ctx: &Context,
+    status: &mut DatanetStatus,
+    version: u32,
+    digest: String,
+    r: &CurationResult,
+    report: CurationReport,
+) -> Result<Shown, Error> {
+    let h = ctx
+        .ledger
+        .clone()
+        .ok_or_else(|| Error::Invalid("no ledger".into()))?;
+    let uid = dn.uid().unwrap_or_default();
+    let total = report.rewards.allocated;
+    let mut record = ChainRecord::default();
+    if let Some(root) = report.reward_root.filter(|_| !total.is_zero()) {
+        let block = h
+            .ledger
+            .provider()
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(crate::ledger::Error::from)?
+            .map(|b| b.header.timestamp)
+            .unwrap_or_default();
+        let req = PublishDistribution {
+            id: datanet_version_id(&uid, version),
+            kind: KIND_DATANET,
+            root,
+            content_root: report.dataset_root.unwrap_or_default(),
+            total,
+            deadline: block + CLAIM_WINDOW_SECONDS,
+        };
+        let w = ctx
+            .ledger_write(
+                "RewardDistributor.publish",
+                h.ledger
+                    .publish_distribution(h.suite.open, h.suite.distributor, &req),
+            )
+            .await?;
+        record.tx_hash = match w {
+            Write::Written { tx } => Some(tx.to_string()),
+            Write::AlreadyDone => h
+                .ledger
+                .published_tx(h.suite.distributor, req.id)
+                .await?
+                .map(|t| t.to_string())
+                .or_else(|| Some(format!("published as {}", req.id))),
+        };
+    }
+    let counts = report.counts.to_status();
+    status.version = Some(version);
+    status.manifest_sha256 = Some(digest);
+    status.counts = Some(counts.clone());
+    status.dataset_root = report.dataset_root.map(|r| r.to_string());
+    status.reward_root = report.reward_root.map(|r| r.to_string());
+    // Both verified to be content-addressed under this Datanet's directory of the store.
+    status.dataset_uri = Some(r.dataset_uri.clone());
+    status.reward_map_uri = Some(r.reward_map_uri.clone());
+    status.reward_total = Some(total.to_string());
+    status.chain = Some(record);
+    ctx.event(
+        dn,
+        EventType::Normal,
+        "Published",
+        format!(
+            "version {version}: {} accepted, {} rejected; {total} OPEN base units to contributors{}",
+            counts.accepted,
+            counts.rejected,
+            status
+                .chain
+                .as_ref()
+                .and_then(|r| r.tx_hash.as_ref())
+                .map(|t| format!(" (tx {t})"))
+                .unwrap_or_default()
+        ),
+    );
+    Ok(Shown::new(
+        DatanetPhase::Ready,
+        "Published",
+        ready_message(status),
+        None,
+    ))
+}
+
 fn ready_message(st: &DatanetStatus) -> String {
     let c = st.counts.clone().unwrap_or_default();
     format!(
@@ -676,6 +1014,19 @@ async fn reconcile_inner(dn: Arc<Datanet>, ctx: Arc<Context>) -> Result<Action, 
     let mut conditions = current.conditions.clone();
     let requeue = match step(&dn, &ctx, &mut status).await {
         Ok(shown) => {
+            let was = current
+                .conditions
+                .iter()
+                .find(|c| c.type_ == READY)
+                .map(|c| c.reason.as_str());
+            if shown.warn && was != Some(shown.reason) {
+                ctx.event(
+                    &*dn,
+                    EventType::Warning,
+                    shown.reason,
+                    shown.message.clone(),
+                );
+            }
             status.phase = Some(shown.phase);
             set_condition(
                 &mut conditions,

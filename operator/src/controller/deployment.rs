@@ -71,6 +71,7 @@ pub struct NotReady {
 pub fn resolve(
     spec: &ModelDeploymentSpec,
     ftj: Option<&FineTuneJob>,
+    dev_host_dirs: &[std::path::PathBuf],
 ) -> Result<Resolved, NotReady> {
     let r = &spec.model_ref;
     let resolved = if let Some(a) = &r.artifact {
@@ -111,6 +112,12 @@ pub fn resolve(
             message: "serving an RLHFRound's model needs the RLHFRound controller, which is not built yet; point modelRef at a FineTuneJob or an artifact".into(),
         });
     };
+    if let Err(g) = super::finetune::workload_uri_allowed(&resolved.uri, dev_host_dirs) {
+        return Err(NotReady {
+            reason: g.reason,
+            message: g.message,
+        });
+    }
     if container_path(&resolved.uri).is_none() {
         return Err(NotReady {
             reason: "StorageUnsupported",
@@ -488,7 +495,7 @@ async fn reconcile_inner(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<
         .unwrap_or_default();
     let mut body = json!({"observedGeneration": generation});
     let requeue;
-    match resolve(&md.spec, ftj.as_ref()) {
+    match resolve(&md.spec, ftj.as_ref(), &ctx.config.dev_host_dirs) {
         Err(nr) => {
             set_condition(
                 &mut conds,

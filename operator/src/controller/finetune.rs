@@ -5,6 +5,7 @@
 //! and from the result the trainer writes; targets judged with their direction.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,12 +61,77 @@ pub struct Admitted {
     pub targets: Vec<MetricTarget>,
 }
 
-/// Checks the gates against the proposal and the Datanet (None: not found).
+/// Whether a storage URI a tenant wrote may become a volume of a workload pod: `pvc://`
+/// always; `file://` — a host path of the node, in a pod whose image the tenant may choose —
+/// only under the operator's dev host directory (the test bed, the demo), and never with `..`.
+pub fn workload_uri_allowed(uri: &str, dev_host_dirs: &[PathBuf]) -> Result<(), Gate> {
+    let Some(path) = uri.strip_prefix("file://") else {
+        return Ok(());
+    };
+    let path = Path::new(path);
+    let inside = dev_host_dirs.iter().any(|dev| {
+        path.is_absolute()
+            && path.starts_with(dev)
+            && !path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+    });
+    if inside {
+        return Ok(());
+    }
+    Err(Gate {
+        reason: "HostPathRefused",
+        message: match dev_host_dirs {
+            [] => format!(
+                "{uri}: a file:// location would be a host path of the node; this operator runs without a dev host directory, so it refuses them: use pvc://<claim>/<path>"
+            ),
+            dirs => format!(
+                "{uri}: a file:// location must lie under one of the operator's dev host directories ({}); use pvc://<claim>/<path> elsewhere",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    })
+}
+
+/// Whether `spec.trainerImage` is one the operator may run: its own trainer image or one
+/// the platform team allowed (`--allowed-trainer-image`). The trainer's report decides
+/// whether a job succeeds, so no other image runs.
+pub fn trainer_image_allowed(spec: &FineTuneJobSpec, config: &super::Config) -> Result<(), Gate> {
+    match &spec.trainer_image {
+        Some(image)
+            if *image != config.trainer_image
+                && !config.allowed_trainer_images.iter().any(|a| a == image) =>
+        {
+            Err(Gate {
+                reason: "TrainerImageNotAllowed",
+                message: format!(
+                    "spec.trainerImage {image} is not an image this operator runs (allowed: {}); remove it to use the operator's trainer, or ask the platform team to allow it",
+                    std::iter::once(config.trainer_image.as_str())
+                        .chain(config.allowed_trainer_images.iter().map(String::as_str))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks the gates against the proposal and the Datanet (None: not found) and the
+/// operator's workload policy.
 pub fn check_gates(
     spec: &FineTuneJobSpec,
     proposal: Option<&ModelProposal>,
     datanet: Option<&Datanet>,
+    config: &super::Config,
 ) -> Result<Admitted, Gate> {
+    trainer_image_allowed(spec, config)?;
+    for uri in [&spec.base_model.uri, &spec.output_uri] {
+        workload_uri_allowed(uri, &config.dev_host_dirs)?;
+    }
     let Some(p) = proposal else {
         return Err(Gate {
             reason: "ProposalNotFound",
@@ -512,7 +578,7 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
 
     let admitted = match (
         existing.is_some(),
-        check_gates(&ftj.spec, proposal.as_ref(), datanet.as_ref()),
+        check_gates(&ftj.spec, proposal.as_ref(), datanet.as_ref(), &ctx.config),
     ) {
         (_, Ok(a)) => a,
         // A gate that closes after the trainer started does not stop it.
@@ -1108,6 +1174,41 @@ mod tests {
         );
         assert_eq!(container_path("s3://b/k"), None);
         assert_eq!(container_path("file://relative"), None);
+    }
+
+    #[test]
+    fn host_paths_only_under_the_dev_directory_and_only_allowed_trainer_images() {
+        let dev = &[PathBuf::from("/srv/dev")][..];
+        for uri in [
+            "file:///var/lib/kubelet",
+            "file:///srv/dev/../../etc",
+            "file:///",
+        ] {
+            let g = workload_uri_allowed(uri, dev).err();
+            assert_eq!(g.map(|g| g.reason), Some("HostPathRefused"), "{uri}");
+        }
+        assert!(workload_uri_allowed("file:///srv/dev/models/a", dev).is_ok());
+        assert!(workload_uri_allowed("pvc://models/a", &[]).is_ok());
+        let g = workload_uri_allowed("file:///srv/dev/models/a", &[]).err();
+        assert!(g.is_some_and(|g| g.message.contains("pvc://")));
+
+        let mut spec: FineTuneJobSpec = serde_yaml::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../examples/contract-review/04-finetune.yaml"),
+            )
+            .unwrap_or_default(),
+        )
+        .map(|f: FineTuneJob| f.spec)
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut config = super::super::Config::default();
+        spec.trainer_image = Some("attacker.example/trainer:latest".into());
+        let g = trainer_image_allowed(&spec, &config).err();
+        assert_eq!(g.map(|g| g.reason), Some("TrainerImageNotAllowed"));
+        config.allowed_trainer_images = vec!["attacker.example/trainer:latest".into()];
+        assert!(trainer_image_allowed(&spec, &config).is_ok());
+        spec.trainer_image = Some(config.trainer_image.clone());
+        assert!(trainer_image_allowed(&spec, &super::super::Config::default()).is_ok());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub const LABEL_INSTANCE: &str = "modelcommons.dev/instance";
 pub struct Config {
     /// The trainer image when a FineTuneJob names none.
     pub trainer_image: String,
+    /// Other trainer images a FineTuneJob may name in `spec.trainerImage`; any other is
+    /// refused (`TrainerImageNotAllowed`).
+    pub allowed_trainer_images: Vec<String>,
     /// Only this namespace (None: all).
     pub namespace: Option<String>,
     /// How often a gated or waiting object is looked at again even without a watch event.
@@ -50,6 +53,14 @@ pub struct Config {
     pub objects: crate::curate::ObjectFetch,
     /// Governance defaults for proposals that set none.
     pub governance: GovernanceDefaults,
+    /// The `host:port`s that fetches of tenant-written URIs (manifests, contributions,
+    /// object-store endpoints) may reach although they are not public addresses; passed to
+    /// curation Jobs. Everything else private, loopback or link-local is refused.
+    pub egress: crate::curate::Egress,
+    /// Dev host directories (the test bed, the demo, one machine): the only places
+    /// `file://` manifests, contributions, base models, outputs and served artifacts may be.
+    /// Empty in a real cluster: `file://` is refused there.
+    pub dev_host_dirs: Vec<std::path::PathBuf>,
 }
 
 /// Quorum and approval threshold for proposals whose `spec.governance` leaves them unset.
@@ -84,6 +95,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             trainer_image: "ghcr.io/modelcommons/trainer:0.1.0".into(),
+            allowed_trainer_images: Vec::new(),
             namespace: None,
             recheck: std::time::Duration::from_secs(30),
             result_grace: std::time::Duration::from_secs(300),
@@ -91,6 +103,8 @@ impl Default for Config {
             artifact_store: "pvc://modelcommons-artifacts".into(),
             objects: crate::curate::ObjectFetch::new(Vec::new()),
             governance: GovernanceDefaults::default(),
+            egress: crate::curate::Egress::default(),
+            dev_host_dirs: Vec::new(),
         }
     }
 }

@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::AsyncReadExt;
 
+use super::egress::{Egress, Guarded};
 use super::object::ObjectFetch;
 
 /// Why a contribution's bytes could not be read.
@@ -49,15 +50,66 @@ fn scheme(uri: &str) -> Option<String> {
 /// Local files: `file:///a/b` and bare paths, resolved under a root directory — `/` in a
 /// Job whose volumes hold the files, a temporary directory in tests. A URI can name only
 /// files under the root: `..` and symbolic links that lead out of it are refused.
+///
+/// A curation names, besides, the only directories whose files it reads
+/// ([`FileFetch::only_under`]: the operator's dev data directory, a mounted ConfigMap) and
+/// those it never reads ([`FileFetch::excluding`]: the artifact store, whose curated datasets
+/// a contributor could otherwise list as their own): both are judged on the real path, after
+/// every symbolic link is followed.
 #[derive(Debug, Clone)]
 pub struct FileFetch {
     root: PathBuf,
+    /// `Some`: only files under one of these (real paths under the root) are read.
+    only: Option<Vec<PathBuf>>,
+    never: Vec<PathBuf>,
 }
+
+/// Why a local file is refused, without saying whether it exists.
+const NOT_A_DATA_FILE: &str = "refused: not under a data directory this curation reads (file:// contributions are read only from the operator's dev data directory)";
 
 impl FileFetch {
     /// Resolves `file:///a/b` to `<root>/a/b`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            only: None,
+            never: Vec::new(),
+        }
+    }
+
+    /// Reads only files under these directories (none: no file at all).
+    pub fn only_under(mut self, dirs: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.only = Some(dirs.into_iter().collect());
+        self
+    }
+
+    /// Never reads a file under `dir`.
+    pub fn excluding(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.never.push(dir.into());
+        self
+    }
+
+    async fn admitted(&self, real: &Path, uri: &str) -> Result<(), FetchError> {
+        let refused = || FetchError::Unreachable(format!("{uri}: {NOT_A_DATA_FILE}"));
+        let under = |dirs: Vec<PathBuf>| async move {
+            for d in dirs {
+                if let Ok(d) = tokio::fs::canonicalize(self.root.join(strip_root(&d))).await
+                    && real.starts_with(&d)
+                {
+                    return true;
+                }
+            }
+            false
+        };
+        if let Some(only) = &self.only
+            && !under(only.clone()).await
+        {
+            return Err(refused());
+        }
+        if under(self.never.clone()).await {
+            return Err(refused());
+        }
+        Ok(())
     }
 
     fn resolve(&self, uri: &str) -> Result<PathBuf, FetchError> {
@@ -132,6 +184,12 @@ async fn read_under(root: &Path, path: &Path, uri: &str, max: u64) -> Result<Vec
     Ok(bytes)
 }
 
+fn strip_root(p: &Path) -> PathBuf {
+    p.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect()
+}
+
 impl Fetch for FileFetch {
     fn fetch(
         &self,
@@ -139,7 +197,18 @@ impl Fetch for FileFetch {
         max_bytes: u64,
     ) -> impl Future<Output = Result<Vec<u8>, FetchError>> + Send {
         let resolved = self.resolve(uri);
-        async move { read_under(&self.root, &resolved?, uri, max_bytes).await }
+        async move {
+            let path = resolved?;
+            if self.only.is_some() || !self.never.is_empty() {
+                // A path that does not resolve is refused in the same words as one outside,
+                // so the answer does not tell what exists where.
+                let real = tokio::fs::canonicalize(&path)
+                    .await
+                    .map_err(|_| FetchError::Unreachable(format!("{uri}: {NOT_A_DATA_FILE}")))?;
+                self.admitted(&real, uri).await?;
+            }
+            read_under(&self.root, &path, uri, max_bytes).await
+        }
     }
 }
 
@@ -155,15 +224,29 @@ impl Fetch for FileFetch {
 #[derive(Debug, Clone)]
 pub struct HttpFetch {
     client: HttpClient,
+    tls: rustls::ClientConfig,
+    egress: Egress,
     attempts: u32,
     first_backoff: Duration,
     timeout: Duration,
 }
 
 type HttpClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<HttpConnector>,
+    hyper_rustls::HttpsConnector<Guarded>,
     http_body_util::Empty<bytes::Bytes>,
 >;
+
+fn http_client(tls: rustls::ClientConfig, egress: &Egress) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(15)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(egress.connector(http));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https)
+}
 
 /// Attempts per item by default.
 pub const DEFAULT_ATTEMPTS: u32 = 4;
@@ -238,17 +321,11 @@ impl HttpFetch {
             .map_err(|e| super::Error::HttpClient(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(15)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+        let egress = Egress::from_env();
         Ok(Self {
-            client,
+            client: http_client(tls.clone(), &egress),
+            tls,
+            egress,
             attempts: DEFAULT_ATTEMPTS,
             first_backoff: DEFAULT_BACKOFF,
             timeout: REQUEST_TIMEOUT,
@@ -262,6 +339,13 @@ impl HttpFetch {
         self
     }
 
+    /// Sets where it may connect (by default the list in [`super::egress::ALLOW_ENV`]).
+    pub fn with_egress(mut self, egress: Egress) -> Self {
+        self.client = http_client(self.tls.clone(), &egress);
+        self.egress = egress;
+        self
+    }
+
     /// Sets the limit of one attempt, connection to last byte.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -272,6 +356,9 @@ impl HttpFetch {
         let final_ = |m: String| Attempt::Final(FetchError::Unreachable(m));
         let mut url = url.clone();
         for _ in 0..=MAX_REDIRECTS {
+            // Every hop's host is checked before it is asked (the connector checks again
+            // the addresses it connects to).
+            self.egress.check_url(&url).await.map_err(final_)?;
             let uri: http::Uri = url
                 .as_str()
                 .parse()
@@ -295,12 +382,18 @@ impl HttpFetch {
                 let location = location
                     .to_str()
                     .map_err(|_| final_(format!("HTTP {status} to an unreadable Location")))?;
-                url = url
+                let next = url
                     .join(location)
                     .map_err(|e| final_(format!("HTTP {status} to {location:?}: {e}")))?;
-                if !matches!(url.scheme(), "http" | "https") {
-                    return Err(final_(format!("HTTP {status} to {url}, not http(s)")));
+                if !matches!(next.scheme(), "http" | "https") {
+                    return Err(final_(format!("HTTP {status} to {next}, not http(s)")));
                 }
+                if url.scheme() == "https" && next.scheme() == "http" {
+                    return Err(final_(format!(
+                        "HTTP {status} from https to plain http ({next}) is not followed"
+                    )));
+                }
+                url = next;
                 continue;
             }
             if !status.is_success() {
@@ -402,6 +495,19 @@ impl AnyFetch {
             http: HttpFetch::new()?,
             objects: ObjectFetch::from_env(),
         })
+    }
+
+    /// Sets where HTTP(S) and object-store fetches may connect.
+    pub fn with_egress(mut self, egress: Egress) -> Self {
+        self.http = self.http.with_egress(egress.clone());
+        self.objects = self.objects.with_egress(egress);
+        self
+    }
+
+    /// Restricts `file://` reads as [`FileFetch::only_under`] and [`FileFetch::excluding`] do.
+    pub fn with_files(mut self, file: FileFetch) -> Self {
+        self.file = file;
+        self
     }
 
     /// Replaces the object stores' settings.
@@ -559,10 +665,49 @@ mod tests {
     use super::testserver::{Reply, closed_port_url, serve, serve_with};
     use super::*;
 
+    /// The test servers are on loopback: allowed explicitly.
     fn quick() -> HttpFetch {
         HttpFetch::new()
             .unwrap()
             .with_retries(3, Duration::from_millis(5))
+            .with_egress(Egress::allowing(["127.0.0.1:*"]))
+    }
+
+    #[tokio::test]
+    async fn internal_addresses_are_refused_directly_and_through_redirects() {
+        let (internal, seen) = serve(|_, _| Reply::ok("secret")).await;
+        let internal_port = internal.rsplit(':').next().unwrap().to_string();
+        let target = format!("{internal}/latest/meta-data");
+        let (redirector, _) = serve(move |_, _| Reply::redirect(&target)).await;
+        let redirector_port = redirector.rsplit(':').next().unwrap().to_string();
+        // Only the redirector is allowed: the address it sends to is not.
+        let f = HttpFetch::new()
+            .unwrap()
+            .with_retries(3, Duration::from_millis(5))
+            .with_egress(Egress::allowing([format!("127.0.0.1:{redirector_port}")]));
+        let refused = |r: Result<Vec<u8>, FetchError>| match r {
+            Err(FetchError::Unreachable(m)) => {
+                assert!(m.contains("not a public address"), "{m}");
+                assert!(!m.contains("secret"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        };
+        refused(f.fetch(&format!("{redirector}/x"), 100).await);
+        for u in [
+            format!("http://127.0.0.1:{internal_port}/"),
+            format!("http://2130706433:{internal_port}/"),
+            format!("http://0x7f.0.0.1:{internal_port}/"),
+            format!("http://localhost:{internal_port}/"),
+            format!("http://[::ffff:127.0.0.1]:{internal_port}/"),
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            "http://[fd00:ec2::254]/".to_string(),
+        ] {
+            refused(f.fetch(&u, 100).await);
+        }
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "the internal server was never asked"
+        );
     }
 
     #[tokio::test]
@@ -737,12 +882,13 @@ mod tests {
         )
         .unwrap();
         let tls = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let (base, _) = serve_with(Some(tls), |_, _| Reply::ok("over tls")).await;
+        let (base, _) = serve_with(Some(tls.clone()), |_, _| Reply::ok("over tls")).await;
         assert!(base.starts_with("https://127.0.0.1:"));
 
         let trusting = HttpFetch::with_ca_pem(&cert)
             .unwrap()
-            .with_retries(1, Duration::ZERO);
+            .with_retries(1, Duration::ZERO)
+            .with_egress(Egress::allowing(["127.0.0.1:*"]));
         assert_eq!(
             trusting.fetch(&format!("{base}/a"), 100).await.unwrap(),
             b"over tls"
@@ -751,6 +897,19 @@ mod tests {
             Err(FetchError::Unreachable(m)) => assert!(m.contains("UnknownIssuer"), "{m}"),
             other => panic!("{other:?}"),
         }
+        // From https, a redirect to plain http is not followed.
+        let (plain, downgraded) = serve(|_, _| Reply::ok("downgraded")).await;
+        let to = format!("{plain}/a");
+        let (redirecting, _) =
+            serve_with(Some(tls.clone()), move |_, _| Reply::redirect(&to)).await;
+        match trusting.fetch(&format!("{redirecting}/x"), 100).await {
+            Err(FetchError::Unreachable(m)) => assert!(m.contains("plain http"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            downgraded.lock().unwrap().is_empty(),
+            "never asked over http"
+        );
         assert!(matches!(
             HttpFetch::with_ca_pem(b"not pem"),
             Err(super::super::Error::HttpClient(m)) if m.contains("no PEM CERTIFICATE")

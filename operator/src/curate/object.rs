@@ -26,6 +26,7 @@ use object_store::client::{
 };
 use object_store::{ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
+use super::egress::Egress;
 use super::fetch::{Fetch, FetchError, REQUEST_TIMEOUT};
 
 /// The schemes [`ObjectFetch`] reads.
@@ -55,6 +56,7 @@ pub fn env_options() -> Vec<(String, String)> {
 pub struct ObjectFetch {
     options: Arc<Vec<(String, String)>>,
     retry: RetryConfig,
+    egress: Egress,
     stores: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
 }
 
@@ -84,8 +86,17 @@ impl ObjectFetch {
                 retry_timeout: RETRY_TIMEOUT,
                 ..RetryConfig::default()
             },
+            egress: Egress::from_env(),
             stores: Arc::default(),
         }
+    }
+
+    /// Sets where the stores' endpoints may be (by default the list in
+    /// [`super::egress::ALLOW_ENV`]); stores built before keep theirs.
+    pub fn with_egress(mut self, egress: Egress) -> Self {
+        self.egress = egress;
+        self.stores = Arc::default();
+        self
     }
 
     /// With the settings of this process's environment ([`env_options`]).
@@ -140,7 +151,9 @@ impl ObjectFetch {
                 Arc::new(
                     b.with_url(url.as_str())
                         .with_retry(self.retry.clone())
-                        .with_http_connector(Connector)
+                        .with_http_connector(Connector {
+                            egress: self.egress.clone(),
+                        })
                         .build()
                         .map_err(fail)?,
                 )
@@ -185,8 +198,37 @@ impl ObjectFetch {
     }
 }
 
+impl ObjectFetch {
+    /// The endpoint the settings name for `scheme`'s store, when they name one (a private
+    /// store or an emulator; the clouds' own endpoints otherwise).
+    fn endpoint(&self, scheme: &str) -> Option<url::Url> {
+        let get = |key: &str| {
+            self.options
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let raw = match scheme {
+            "s3" => get("aws_endpoint").or_else(|| get("aws_endpoint_url")),
+            "az" => get("azure_storage_endpoint").or_else(|| get("azure_endpoint")),
+            "gs" => get("google_service_account_key")
+                .and_then(|k| serde_json::from_str::<serde_json::Value>(&k).ok())
+                .and_then(|k| k["gcs_base_url"].as_str().map(str::to_string)),
+            _ => None,
+        }?;
+        url::Url::parse(&raw).ok()
+    }
+}
+
 impl Fetch for ObjectFetch {
     async fn fetch(&self, uri: &str, max_bytes: u64) -> Result<Vec<u8>, FetchError> {
+        // An endpoint from the settings (a tenant's Secret, in a curation pod) is checked
+        // before any request, so a refusal is final and says only that.
+        if let Some(endpoint) = uri.split_once("://").and_then(|(s, _)| self.endpoint(s))
+            && let Err(why) = self.egress.check_url(&endpoint).await
+        {
+            return Err(FetchError::Unreachable(format!("{uri}: {why}")));
+        }
         let (store, path) = self.locate(uri).map_err(FetchError::Unreachable)?;
         let unreachable = |e: object_store::Error| FetchError::Unreachable(format!("{uri}: {e}"));
         let meta = store.head(&path).await.map_err(unreachable)?;
@@ -208,9 +250,13 @@ impl Fetch for ObjectFetch {
     }
 }
 
-/// Connects `object_store` to hyper-util with hyper-rustls (`ring`, the system's roots).
-#[derive(Debug, Clone, Copy)]
-struct Connector;
+/// Connects `object_store` to hyper-util with hyper-rustls (`ring`, the system's roots),
+/// through the [`Egress`] check: an endpoint a tenant's Secret names cannot reach the
+/// cluster's own network.
+#[derive(Debug, Clone)]
+struct Connector {
+    egress: Egress,
+}
 
 impl StoreConnector for Connector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
@@ -241,7 +287,7 @@ impl StoreConnector for Connector {
             https.https_only()
         }
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(self.egress.connector(http));
         Ok(HttpClient::new(Service(
             hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https),
         )))
@@ -251,7 +297,7 @@ impl StoreConnector for Connector {
 #[derive(Debug)]
 struct Service(
     hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<HttpConnector>,
+        hyper_rustls::HttpsConnector<super::egress::Guarded>,
         object_store::client::HttpRequestBody,
     >,
 );

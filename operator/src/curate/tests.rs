@@ -90,7 +90,8 @@ impl Fixture {
             file: FileFetch::new(self.dir.path()),
             http: HttpFetch::new()
                 .unwrap()
-                .with_retries(2, Duration::from_millis(5)),
+                .with_retries(2, Duration::from_millis(5))
+                .with_egress(super::Egress::allowing(["127.0.0.1:*"])),
             objects: super::ObjectFetch::new(Vec::new()),
         }
     }
@@ -761,4 +762,129 @@ async fn a_malformed_manifest_digest_is_a_hash_mismatch_and_fetches_nothing() {
     );
     assert_eq!(report.items[1].reason, Reason::BadSignature);
     assert!(seen.lock().unwrap().is_empty(), "nothing was fetched");
+}
+
+/// The scenario curated, with the report's bytes as the store holds them.
+async fn curated() -> (Fixture, CurationReport, Vec<u8>) {
+    let f = scenario().await;
+    let report = curate(
+        DATANET,
+        &scenario_spec(),
+        &f.manifest_text(),
+        &f.fetch(),
+        &Options::default(),
+    )
+    .await
+    .unwrap();
+    let bytes = serde_json::to_vec_pretty(&report).unwrap();
+    (f, report, bytes)
+}
+
+fn check(f: &Fixture, report: &[u8], dataset: &[u8]) -> Result<CurationReport, Forgery> {
+    verify(
+        DATANET,
+        &scenario_spec(),
+        &f.manifest,
+        &Options::default(),
+        report,
+        dataset,
+    )
+}
+
+#[tokio::test]
+async fn the_operator_recomputes_an_honest_report_to_the_byte() {
+    let (f, report, bytes) = curated().await;
+    let verified = check(&f, &bytes, &report.dataset.jsonl).unwrap();
+    assert_eq!(verified.reward_root, report.reward_root);
+    assert_eq!(verified.dataset_root, report.dataset_root);
+    assert_eq!(verified.rewards, report.rewards);
+    assert_eq!(verified.counts, report.counts);
+}
+
+#[tokio::test]
+async fn a_report_that_moves_rewards_does_not_verify() {
+    let (f, report, _) = curated().await;
+    let mut v: serde_json::Value = serde_json::to_value(&report).unwrap();
+    let stranger = key(DAVE).address();
+    // Another recipient for the first payout.
+    let mut moved = v.clone();
+    moved["rewards"]["payouts"][0]["contributor"] = serde_json::json!(stranger.to_string());
+    let bytes = serde_json::to_vec(&moved).unwrap();
+    assert!(matches!(
+        check(&f, &bytes, &report.dataset.jsonl),
+        Err(Forgery::RewardTotal(_))
+    ));
+    // A larger pool than the spec's.
+    v["rewards"]["pool"] = serde_json::json!("9000000000000000000000");
+    let bytes = serde_json::to_vec(&v).unwrap();
+    assert!(matches!(
+        check(&f, &bytes, &report.dataset.jsonl),
+        Err(Forgery::RewardTotal(m)) if m.contains("the spec says")
+    ));
+    // The amounts shifted between two payees, the root rebuilt to match.
+    let mut shifted = report.clone();
+    let one = U256::from(10u64).pow(U256::from(18u64));
+    shifted.rewards.payouts[0].amount += one;
+    shifted.rewards.payouts[1].amount -= one;
+    shifted.reward_root = PayoutTree::new(&shifted.reward_payouts())
+        .ok()
+        .map(|t| t.root());
+    let bytes = serde_json::to_vec(&shifted).unwrap();
+    assert!(matches!(
+        check(&f, &bytes, &report.dataset.jsonl),
+        Err(Forgery::RewardTotal(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_report_whose_items_or_records_were_changed_does_not_verify() {
+    let (f, report, bytes) = curated().await;
+    // A record dropped from the dataset.
+    let text = String::from_utf8(report.dataset.jsonl.clone()).unwrap();
+    let fewer: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    assert!(check(&f, &bytes, fewer.as_bytes()).is_err());
+    // A record replaced by another in canonical form: the digest no longer matches.
+    let other = text.replacen("Risk", "Riskier", 1);
+    assert!(matches!(
+        check(&f, &bytes, other.as_bytes()),
+        Err(Forgery::Tampered(_))
+    ));
+    // A rejected contribution turned accepted (the forged signature one).
+    let mut flipped = report.clone();
+    let i = flipped
+        .items
+        .iter()
+        .position(|i| i.reason == Reason::BadSignature)
+        .unwrap();
+    flipped.items[i].reason = Reason::Accepted;
+    let bytes = serde_json::to_vec(&flipped).unwrap();
+    assert!(matches!(
+        check(&f, &bytes, &report.dataset.jsonl),
+        Err(Forgery::Inconsistent(m)) if m.contains("BadSignature")
+    ));
+    // A report of another Datanet.
+    let mut elsewhere = report.clone();
+    elsewhere.datanet = "other/ns".into();
+    let bytes = serde_json::to_vec(&elsewhere).unwrap();
+    assert!(check(&f, &bytes, &report.dataset.jsonl).is_err());
+}
+
+#[test]
+fn reformatting_a_manifest_keeps_its_version_digest() {
+    let mut f = Fixture::new();
+    f.add(
+        "a",
+        ALICE,
+        b"{\"prompt\":\"p\",\"completion\":\"c\"}\n",
+        |_| {},
+    );
+    let yaml = f.manifest_text();
+    let reformatted = format!("# a comment\n\n{}\n\n", yaml.replace(": ", ":   "));
+    let json = serde_json::to_string_pretty(&f.manifest).unwrap();
+    let digest = |t: &str| manifest_digest(&parse_manifest(t).unwrap());
+    assert_eq!(digest(&yaml), digest(&reformatted));
+    assert_eq!(digest(&yaml), digest(&json));
+    let mut changed = f.manifest.clone();
+    changed.contributions[0].license = "CC0-1.0".into();
+    assert_ne!(digest(&yaml), manifest_digest(&changed));
 }

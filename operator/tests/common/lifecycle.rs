@@ -35,6 +35,9 @@ pub fn context(client: &kube::Client, ns: &str, chain: &Chain, store: &Path) -> 
         recheck: Duration::from_secs(1),
         result_grace: Duration::from_secs(120),
         artifact_store: format!("file://{}", store.display()),
+        // The tests' contributions, base models and outputs are files beside the store:
+        // the dev host directory.
+        dev_host_dirs: vec![store.parent().unwrap().to_path_buf()],
         ..Config::default()
     };
     Context::new(client.clone(), config).with_ledger(LedgerHandle {
@@ -383,7 +386,13 @@ pub async fn report_terminated(client: &kube::Client, job: &Job, message: &str) 
         "batch.kubernetes.io/job-name={}",
         job.metadata.name.as_deref().unwrap()
     );
-    report_pod(client, job.metadata.namespace.as_deref().unwrap(), &selector, message).await;
+    report_pod(
+        client,
+        job.metadata.namespace.as_deref().unwrap(),
+        &selector,
+        message,
+    )
+    .await;
 }
 
 /// Waits until the pod selected by `selector` has completed (the fake node finishes every

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use modelcommons_operator::curate::ObjectFetch;
+use modelcommons_operator::curate::{Egress, ObjectFetch};
 
 /// Azurite's well-known development account.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -22,6 +22,8 @@ pub struct Store {
     /// The settings as environment variables (what a Secret for `credentialsSecretRef`
     /// holds).
     pub env: Vec<(String, String)>,
+    /// `127.0.0.1:<port>`: what fetches must be allowed to reach.
+    pub addr: String,
     upload: Option<String>,
     child: tokio::process::Child,
     _dir: tempfile::TempDir,
@@ -37,7 +39,12 @@ impl Store {
     }
 
     pub fn fetch(&self) -> ObjectFetch {
-        ObjectFetch::new(self.options())
+        ObjectFetch::new(self.options()).with_egress(self.egress())
+    }
+
+    /// Fetches allowed to reach this store.
+    pub fn egress(&self) -> Egress {
+        Egress::allowing([self.addr.as_str()])
     }
 
     /// `<bucket>/<path>`.
@@ -155,7 +162,13 @@ pub async fn s3() -> Store {
     until_up(port, &mut child, &log).await;
     Store {
         bucket: "s3://contributions".into(),
+        addr: format!("127.0.0.1:{port}"),
         env: vec![
+            // The store is on loopback: its address must be allowed explicitly.
+            (
+                "MODELCOMMONS_FETCH_ALLOW".into(),
+                format!("127.0.0.1:{port}"),
+            ),
             ("AWS_ACCESS_KEY_ID".into(), "modelcommons".into()),
             ("AWS_SECRET_ACCESS_KEY".into(), "modelcommons-secret".into()),
             ("AWS_REGION".into(), "us-east-1".into()),
@@ -209,7 +222,13 @@ pub async fn azure() -> Store {
     );
     Store {
         bucket: "az://contributions".into(),
+        addr: format!("127.0.0.1:{port}"),
         env: vec![
+            // The store is on loopback: its address must be allowed explicitly.
+            (
+                "MODELCOMMONS_FETCH_ALLOW".into(),
+                format!("127.0.0.1:{port}"),
+            ),
             ("AZURE_STORAGE_ACCOUNT_NAME".into(), AZURITE_ACCOUNT.into()),
             ("AZURE_STORAGE_ACCOUNT_KEY".into(), AZURITE_KEY.into()),
             ("AZURE_STORAGE_ENDPOINT".into(), endpoint),
@@ -252,7 +271,13 @@ pub async fn gcs() -> Store {
     });
     Store {
         bucket: "gs://contributions".into(),
+        addr: format!("127.0.0.1:{port}"),
         env: vec![
+            // The store is on loopback: its address must be allowed explicitly.
+            (
+                "MODELCOMMONS_FETCH_ALLOW".into(),
+                format!("127.0.0.1:{port}"),
+            ),
             ("GOOGLE_SERVICE_ACCOUNT_KEY".into(), key.to_string()),
             ("GOOGLE_ALLOW_HTTP".into(), "true".into()),
         ],
