@@ -14,6 +14,11 @@
 //! - contributions that point into the artifact store (another version's curated dataset),
 //!   at a loopback address, and at a redirect to one.
 //!
+//! Governance and mandates:
+//! - a proposal naming someone else (who approved the registry for their own) as proposer;
+//! - a proposal asking for a quorum and threshold of 1 basis point;
+//! - a Datanet pool beyond the mandate's reward budget.
+//!
 //! Workloads:
 //! - a FineTuneJob writing to `file:///var/lib/kubelet` (a host path of the node), one with a
 //!   trainer image the operator does not run, and a ModelDeployment serving from a host path.
@@ -27,13 +32,13 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, U256};
 use common::lifecycle::*;
-use common::{Chain, OPERATOR, VOTERS, open};
+use common::{Chain, OPERATOR, PROPOSER, VOTERS, open};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use modelcommons_crds::datanet::{Datanet, DatanetPhase};
-use modelcommons_crds::proposal::ModelProposal;
+use modelcommons_crds::proposal::{ModelProposal, ModelProposalPhase};
 use modelcommons_operator::contribution::{self, Contribution, Manifest, sha256_hex};
 use modelcommons_operator::controller::{Config, datanet, deployment, finetune, proposal};
 use modelcommons_operator::curate::{CurationReport, Reason};
@@ -698,4 +703,102 @@ async fn workloads_get_no_host_path_and_no_image_the_operator_does_not_run() {
             .unwrap()
             .items;
     assert!(deployments.is_empty(), "a server Deployment was created");
+}
+
+/// The phase and Ready reason of a proposal, once it has one.
+async fn proposal_reason(w: &World, name: &str) -> (Option<ModelProposalPhase>, String) {
+    let p = w.mps.get(name).await.unwrap();
+    let st = p.status.unwrap_or_default();
+    (st.phase, ready_reason(&st.conditions))
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_stake_someone_elses_tokens() {
+    let w = World::new("atk-stake").await;
+    // The victim (the example's proposer) approved the registry for more than its own
+    // proposal needs; a tenant names the victim as proposer of its own proposal.
+    stake(&w.chain, open(500)).await;
+    let victim = Chain::address(PROPOSER);
+    let before = w.chain.balance(victim).await;
+    let mut v = example("01-proposal.yaml", w.n());
+    v["metadata"]["name"] = json!("on-your-dime");
+    v["spec"]["proposer"] = json!(victim.to_string());
+    v["spec"]["stake"] = json!(open(400).to_string());
+    v["spec"]["governance"] = json!({"quorumBps": 400, "approvalThresholdBps": 5001});
+    w.mps
+        .create(&PostParams::default(), &serde_json::from_value(v).unwrap())
+        .await
+        .unwrap();
+    w.settle().await;
+    let (phase, why) = proposal_reason(&w, "on-your-dime").await;
+    assert_eq!(
+        w.chain.balance(victim).await,
+        before,
+        "the victim's tokens moved ({why})"
+    );
+    assert_eq!(phase, Some(ModelProposalPhase::Pending), "{why}");
+    assert!(why.starts_with("AwaitingStakeAuthorization"), "{why}");
+    // Deleting it costs the victim nothing either.
+    w.mps
+        .delete("on-your-dime", &Default::default())
+        .await
+        .unwrap();
+    w.settle().await;
+    assert_eq!(w.chain.balance(victim).await, before);
+}
+
+#[tokio::test]
+async fn a_proposal_cannot_lower_the_quorum_below_the_floor() {
+    let w = World::new("atk-quorum").await;
+    stake(&w.chain, open(100)).await;
+    let mut p = proposal_spec(w.n(), "self-approved", open(100));
+    p.spec.governance.quorum_bps = Some(1);
+    p.spec.governance.approval_threshold_bps = Some(1);
+    let before = w.chain.balance(Chain::address(PROPOSER)).await;
+    w.mps.create(&PostParams::default(), &p).await.unwrap();
+    w.settle().await;
+    let (phase, why) = proposal_reason(&w, "self-approved").await;
+    assert_eq!(
+        w.chain.balance(Chain::address(PROPOSER)).await,
+        before,
+        "registered with quorum 1 bps ({why})"
+    );
+    assert_eq!(phase, Some(ModelProposalPhase::Pending), "{why}");
+    assert!(why.starts_with("GovernanceBelowFloor"), "{why}");
+}
+
+#[tokio::test]
+async fn a_pool_beyond_the_mandates_reward_budget_is_not_paid() {
+    let w = World::new("atk-budget").await;
+    // The example mandate's reward budget is 2000 OPEN; this Datanet asks 5000 per version.
+    w.dns
+        .patch(
+            DATANET,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rewards": {"pool": open(5_000).to_string()}}})),
+        )
+        .await
+        .unwrap();
+    w.approve().await;
+    let before = w.balances().await;
+    w.settle().await;
+    // Were a curation Job started, run it to see what would be paid.
+    let jobs = Api::<Job>::namespaced(w.client.clone(), w.n())
+        .list(&ListParams::default().labels(&format!("modelcommons.dev/instance={DATANET}")))
+        .await
+        .unwrap()
+        .items;
+    if let Some(j) = jobs.first() {
+        run_curation_pod(&w.client, curate_bin(), j).await;
+        w.settle().await;
+    }
+    assert_unmoved(before, w.balances().await, "a pool beyond the budget");
+    let d = w.datanet().await;
+    let why = ready_reason(&d.status.unwrap().conditions);
+    assert!(why.starts_with("RewardBudgetExceeded"), "{why}");
+    assert!(
+        jobs.is_empty(),
+        "no curation runs for a pool nobody can pay"
+    );
+    assert!(warned(&w, "RewardBudgetExceeded").await);
 }
