@@ -30,6 +30,7 @@ use crate::deployment::Integration;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
+    validation = Rule::new("self.title == oldSelf.title && self.domain == oldSelf.domain && has(self.description) == has(oldSelf.description) && (!has(self.description) || self.description == oldSelf.description)").message("title, domain and description are fixed once proposed: they are part of the spec hash token holders vote on; create a new ModelProposal to change them"),
     validation = Rule::new("self.stake == oldSelf.stake && self.proposer == oldSelf.proposer").message("stake and proposer are fixed once proposed: they are what the proposer authorized and token holders vote on; create a new ModelProposal to change them"),
     validation = Rule::new("has(self.governance) == has(oldSelf.governance) && (!has(self.governance) || self.governance == oldSelf.governance)").message("governance is fixed once proposed: the vote runs under it; create a new ModelProposal to change it"),
     validation = Rule::new("self.mandate == oldSelf.mandate").message("the mandate is fixed once proposed: it is what token holders approve (budget, data needs, rubric); create a new ModelProposal to change it")
@@ -67,6 +68,29 @@ pub struct ModelProposalSpec {
 
     /// What the model may consume and must achieve once approved.
     pub mandate: Mandate,
+
+    /// The proposer's authorization to escrow the stake for exactly this spec: an EIP-712
+    /// signature by `proposer` over (spec hash, stake, reward budget, a nonce of the
+    /// proposer's choosing, deadline) for the registry on this chain, as
+    /// `modelcommons stake authorize` makes it. Not part of
+    /// the spec hash (it signs it). Without it the proposal waits (`AwaitingStakeAuthorization`):
+    /// nobody can stake someone else's tokens by naming them as proposer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stake_authorization: Option<StakeAuthorization>,
+}
+
+/// A proposer's signed authorization of a stake.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StakeAuthorization {
+    /// The 65-byte secp256k1 signature, 0x-prefixed hex.
+    #[schemars(regex(pattern = r"^0x[0-9a-fA-F]{130}$"))]
+    pub signature: String,
+    /// Unix seconds after which the registry refuses it.
+    #[schemars(range(min = 1))]
+    pub deadline: u64,
+    /// A number the proposer chose; each authorizes one registration.
+    pub nonce: u64,
 }
 
 /// Voting parameters, applied on chain when the proposal is registered.
@@ -111,6 +135,14 @@ pub struct Mandate {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub integration_targets: Vec<IntegrationTarget>,
+    /// The reward budget, in OPEN base units as a decimal string: what the ratifying vote
+    /// moves from the treasury into escrow for this mandate, and what every reward pool of
+    /// it (Datanet versions, RLHF rounds) draws from — on chain, never beyond it. Unset: 0,
+    /// and no pool of this mandate can be funded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(0|[1-9][0-9]{0,77})$"), length(max = 78))]
+    #[x_kube(validation = Rule::new("size(self) < 78 || self <= '115792089237316195423570985008687907853269984665640564039457584007913129639935'").message("mandate.rewardBudget must be at most 2^256 - 1 base units, the most a uint256 on chain holds"))]
+    pub reward_budget: Option<String>,
 }
 
 /// A compute budget.

@@ -135,11 +135,25 @@ async fn crds_become_established_and_the_server_enforces_the_schema() {
             .expect_err(what);
         assert!(err.to_string().contains(expect), "{what}: {err}");
     }
-    // The title and description stay editable.
+    let err = api
+        .patch(
+            "clause-review",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"title": "Clause review assistant"}})),
+        )
+        .await
+        .expect_err("title");
+    assert!(
+        err.to_string()
+            .contains("title, domain and description are fixed"),
+        "{err}"
+    );
+    // Only the stake authorization (a signature of the spec hash, outside it) may be added.
     api.patch(
         "clause-review",
         &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(json!({"spec": {"title": "Clause review assistant"}})),
+        &kube::api::Patch::Merge(json!({"spec": {"stakeAuthorization": {
+            "signature": format!("0x{}", "ab".repeat(65)), "deadline": 4_000_000_000u64, "nonce": 1}}})),
     )
     .await
     .unwrap();

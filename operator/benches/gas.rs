@@ -78,16 +78,39 @@ async fn main() {
         .await;
     let reg = ModelRegistry::new(s.registry, op.provider());
     let id = model_id("bench");
-    let g = gas(reg.register(
-        id,
-        B256::ZERO,
-        addr(1),
-        U256::from(500u64) * unit,
-        400,
-        5001,
-    ))
+    let key1: PrivateKeySigner = DEV_KEYS[1].parse().unwrap();
+    let (stake, budget) = (U256::from(500u64) * unit, U256::from(1_000u64) * unit);
+    let deadline = U256::from(u64::MAX / 2);
+    let terms = modelcommons_operator::ledger::proposal::StakeTerms {
+        spec_hash: B256::ZERO,
+        stake,
+        reward_budget: budget,
+        nonce: U256::from(1u64),
+        deadline,
+    };
+    let signature = lp
+        .sign_stake_authorization(&s, &key1, &terms)
+        .await
+        .unwrap();
+    let g = gas(reg.register(ModelRegistry::Registration {
+        modelId: id,
+        specHash: B256::ZERO,
+        proposer: addr(1),
+        stake,
+        rewardBudget: budget,
+        quorumBps: 400,
+        thresholdBps: 5001,
+        nonce: U256::from(1u64),
+        deadline,
+        signature: signature.parse().unwrap(),
+    }))
     .await;
-    row(&mut rows, "registry.register (escrow + propose)", g, "");
+    row(
+        &mut rows,
+        "registry.register (authorization + escrow + propose)",
+        g,
+        "",
+    );
     let m = reg.models(id).call().await.unwrap();
     mine(params.voting_delay_blocks + 1);
     let l2 = l(2);
@@ -132,9 +155,25 @@ async fn main() {
     let g = gas(gov_relay.execute(call.targets, call.values, call.calldatas, desc)).await;
     row(
         &mut rows,
-        "governor.execute → registry.ratify (refund)",
+        "governor.execute → registry.ratify (refund, budget escrow)",
         g,
         "",
+    );
+    let g = gas(reg.fundDistribution(
+        id,
+        keccak256("bench-pool"),
+        0,
+        keccak256("root"),
+        B256::ZERO,
+        U256::from(500u64) * unit,
+        u64::MAX / 2,
+    ))
+    .await;
+    row(
+        &mut rows,
+        "registry.fundDistribution (from the budget)",
+        g,
+        "publish included",
     );
     let g = gas(reg.recordTraining(
         keccak256("job"),
@@ -149,6 +188,8 @@ async fn main() {
 
     // Merkle distributions: publish (settlement) and claim at three sizes.
     let dist = RewardDistributor::new(s.distributor, op.provider());
+    // Only the registry publishes after bootstrap; the bench measures the distributor alone.
+    gas(dist.grantRole(dist.OPERATOR_ROLE().call().await.unwrap(), addr(0))).await;
     gas(open.approve(s.distributor, U256::MAX)).await;
     for n in [10usize, 1_000, 10_000] {
         let payouts: Vec<Payout> = (0..n)

@@ -111,7 +111,7 @@ impl World {
         stake(&chain, open(100)).await;
         mps.create(
             &PostParams::default(),
-            &proposal_spec(&n, "clause-review", open(100)),
+            &proposal_spec(&chain, &n, "clause-review", open(100)).await,
         )
         .await
         .unwrap();
@@ -142,12 +142,13 @@ impl World {
     }
 
     /// The balances that must not move: the operator's wallet, the attacker's, the
-    /// distributor's escrow.
-    async fn balances(&self) -> [U256; 3] {
+    /// distributor's, and the registry's (the mandates' escrowed reward budgets).
+    async fn balances(&self) -> [U256; 4] {
         [
             self.chain.balance(Chain::address(OPERATOR)).await,
             self.chain.balance(Chain::address(ATTACKER)).await,
             self.chain.balance(self.chain.suite.distributor).await,
+            self.chain.balance(self.chain.suite.registry).await,
         ]
     }
 
@@ -203,8 +204,9 @@ impl World {
     }
 
     /// Runs the operator's own curation pod honestly and waits for the version to be
-    /// published: the pool, exactly, leaves the operator's wallet.
-    async fn honest_curation_pays_exactly_the_pool(&self, before: [U256; 3]) {
+    /// published: the pool, exactly, moves from the mandate's escrow to the distributor; the
+    /// operator's wallet pays nothing.
+    async fn honest_curation_pays_exactly_the_pool(&self, before: [U256; 4]) {
         run_curation_pod(&self.client, curate_bin(), &self.curation_job().await).await;
         let d = wait(&self.dns, DATANET, "Ready", |d| {
             d.status.as_ref().and_then(|s| s.phase) == Some(DatanetPhase::Ready)
@@ -214,13 +216,14 @@ impl World {
         assert_eq!(st.reward_total.as_deref(), Some(POOL));
         let pool = U256::from_str_radix(POOL, 10).unwrap();
         let after = self.balances().await;
-        assert_eq!(
-            before[0] - after[0],
-            pool,
-            "the operator paid the pool, nothing more"
-        );
+        assert_eq!(after[0], before[0], "the operator's wallet paid nothing");
         assert_eq!(after[1], before[1], "the attacker got nothing");
         assert_eq!(after[2] - before[2], pool, "the distributor holds the pool");
+        assert_eq!(
+            before[3] - after[3],
+            pool,
+            "drawn from the mandate's budget"
+        );
         assert_eq!(self.published().await.1, pool);
     }
 }
@@ -243,22 +246,23 @@ fn forged_result(digest: &str, amount: U256, uri: &str) -> String {
     .to_string()
 }
 
-/// The most a forged result could take: everything the operator holds (within uint128).
+/// The most a forged result could take: everything the operator and the mandate's escrow
+/// hold (within uint128).
 async fn loot(w: &World) -> U256 {
-    w.chain
-        .balance(Chain::address(OPERATOR))
-        .await
+    (w.chain.balance(Chain::address(OPERATOR)).await
+        + w.chain.balance(w.chain.suite.registry).await)
         .min(U256::from(u128::MAX))
 }
 
-fn assert_unmoved(before: [U256; 3], after: [U256; 3], what: &str) {
+fn assert_unmoved(before: [U256; 4], after: [U256; 4], what: &str) {
     assert_eq!(
         after,
         before,
-        "{what}: balances [operator, attacker, distributor] moved by [{}, +{}, +{}] wei",
+        "{what}: balances [operator, attacker, distributor, registry escrow] moved by [-{}, +{}, +{}, -{}] wei",
         before[0].saturating_sub(after[0]),
         after[1].saturating_sub(before[1]),
         after[2].saturating_sub(before[2]),
+        before[3].saturating_sub(after[3]),
     );
 }
 
@@ -620,9 +624,9 @@ async fn contributions_into_the_store_or_the_internal_network_are_unreachable() 
         );
     }
     assert_eq!(theirs.len(), 3);
-    // The honest contributors share version 2's pool as before.
+    // The honest contributors share version 2's pool as before, from the mandate's budget.
     let pool = U256::from_str_radix(POOL, 10).unwrap();
-    assert_eq!(paid[0] - w.balances().await[0], pool);
+    assert_eq!(paid[3] - w.balances().await[3], pool);
 }
 
 /// The condition reasons an object's status shows.
@@ -751,9 +755,10 @@ async fn a_tenant_cannot_stake_someone_elses_tokens() {
 async fn a_proposal_cannot_lower_the_quorum_below_the_floor() {
     let w = World::new("atk-quorum").await;
     stake(&w.chain, open(100)).await;
-    let mut p = proposal_spec(w.n(), "self-approved", open(100));
+    let mut p = proposal_spec(&w.chain, w.n(), "self-approved", open(100)).await;
     p.spec.governance.quorum_bps = Some(1);
     p.spec.governance.approval_threshold_bps = Some(1);
+    authorize(&w.chain, &mut p).await;
     let before = w.chain.balance(Chain::address(PROPOSER)).await;
     w.mps.create(&PostParams::default(), &p).await.unwrap();
     w.settle().await;

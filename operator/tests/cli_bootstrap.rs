@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use alloy::primitives::{Address, U256};
-use modelcommons_operator::ledger::suite::SuiteAddresses;
+use modelcommons_operator::ledger::suite::{SuiteAddresses, SuiteParams};
 use modelcommons_operator::ledger::{KeySource, Ledger};
 use modelcommons_testbed::{Anvil, DEV_KEYS};
 
@@ -54,12 +54,22 @@ async fn bootstrap_deploys_funds_and_writes_the_addresses() {
         ledger.token_balance(suite.open, alice).await.unwrap(),
         U256::from(250u64) * unit
     );
+    // The treasury is the timelock: only votes spend what it holds.
+    let funding = SuiteParams::default().treasury_funding;
+    assert_eq!(suite.treasury, suite.timelock);
     assert_eq!(
         ledger
             .token_balance(suite.open, suite.treasury)
             .await
             .unwrap(),
-        info.total_supply - U256::from(250u64) * unit
+        funding
+    );
+    assert_eq!(
+        ledger
+            .token_balance(suite.open, ledger.address())
+            .await
+            .unwrap(),
+        info.total_supply - funding - U256::from(250u64) * unit
     );
 
     // A missing key is a clear error naming where it was looked for.
@@ -73,4 +83,94 @@ async fn bootstrap_deploys_funds_and_writes_the_addresses() {
             .contains("MODELCOMMONS_NO_SUCH_KEY is not set"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn bootstrap_gives_the_operator_its_role_only() {
+    use alloy::primitives::B256;
+    use alloy::signers::local::PrivateKeySigner;
+    use modelcommons_operator::ledger::bindings::{
+        ModelRegistry, ModelTimelock, RewardDistributor, ValidatorPool,
+    };
+    use modelcommons_operator::ledger::suite::Roles;
+    let anvil = Anvil::start().unwrap();
+    let deployer = Ledger::connect(&anvil.endpoint(), DEV_KEYS[0]).unwrap();
+    let key = |i: usize| DEV_KEYS[i].parse::<PrivateKeySigner>().unwrap().address();
+    let (operator, admin) = (key(8), key(7));
+    let s = deployer
+        .bootstrap_with(&SuiteParams::default(), Roles { operator, admin })
+        .await
+        .unwrap();
+    let p = deployer.provider();
+    let me = deployer.address();
+    let r = ModelRegistry::new(s.registry, p);
+    let d = RewardDistributor::new(s.distributor, p);
+    let v = ValidatorPool::new(s.validator_pool, p);
+    let t = ModelTimelock::new(s.timelock, p);
+    let op = r.OPERATOR_ROLE().call().await.unwrap();
+    let gov = r.GOVERNANCE_ROLE().call().await.unwrap();
+    let admin_role = B256::ZERO;
+    let has = |c: &str, ok: bool, what: &str| assert!(ok, "{c}: {what}");
+    has(
+        "registry",
+        r.hasRole(op, operator).call().await.unwrap(),
+        "operator operates",
+    );
+    has(
+        "registry",
+        !r.hasRole(op, me).call().await.unwrap(),
+        "the deployer does not",
+    );
+    has(
+        "registry",
+        r.hasRole(gov, s.timelock).call().await.unwrap(),
+        "the timelock governs",
+    );
+    has(
+        "registry",
+        r.hasRole(admin_role, admin).call().await.unwrap(),
+        "admin",
+    );
+    has(
+        "registry",
+        !r.hasRole(admin_role, me).call().await.unwrap(),
+        "deployer not admin",
+    );
+    has(
+        "registry",
+        !r.hasRole(admin_role, operator).call().await.unwrap(),
+        "operator not admin",
+    );
+    has(
+        "distributor",
+        d.hasRole(op, s.registry).call().await.unwrap(),
+        "only the registry publishes",
+    );
+    has(
+        "distributor",
+        !d.hasRole(op, operator).call().await.unwrap(),
+        "not the operator",
+    );
+    has(
+        "distributor",
+        !d.hasRole(admin_role, me).call().await.unwrap(),
+        "deployer not admin",
+    );
+    has(
+        "pool",
+        v.hasRole(op, operator).call().await.unwrap(),
+        "operator operates",
+    );
+    has(
+        "pool",
+        v.hasRole(admin_role, admin).call().await.unwrap(),
+        "admin",
+    );
+    has(
+        "timelock",
+        !t.hasRole(admin_role, me).call().await.unwrap(),
+        "the timelock administers itself",
+    );
+    assert_eq!(s.treasury, s.timelock);
+    assert_eq!(s.operator, operator);
 }

@@ -39,6 +39,7 @@ fn cli(chain: &Chain, addresses: &std::path::Path, who: usize, args: &[&str]) ->
 #[tokio::test]
 async fn holders_proposers_and_contributors_act_with_their_own_keys() {
     let chain = Chain::new().await;
+    chain.allow_direct_publishing().await;
     let dir = tempfile::tempdir().unwrap();
     let addresses = dir.path().join("suite.json");
     std::fs::write(&addresses, serde_json::to_string(&chain.suite).unwrap()).unwrap();
@@ -74,7 +75,79 @@ async fn holders_proposers_and_contributors_act_with_their_own_keys() {
         .await
         .unwrap();
     assert_eq!(allowance, open(10));
-    let (_, proposal) = chain.register("uid-cli", open(10), 400, 5001).await;
+    // The proposer authorizes the stake for exactly its proposal's spec; the registry takes
+    // that authorization, and no other stake or spec.
+    let example =
+        modelcommons_testbed::workspace_root().join("examples/contract-review/01-proposal.yaml");
+    let mut mp: modelcommons_crds::proposal::ModelProposal =
+        serde_yaml::from_str(&std::fs::read_to_string(example).unwrap()).unwrap();
+    mp.spec.proposer = Chain::address(PROPOSER).to_string();
+    mp.spec.stake = open(10).to_string();
+    let file = dir.path().join("proposal.yaml");
+    std::fs::write(&file, serde_yaml::to_string(&mp).unwrap()).unwrap();
+    let out = cli(
+        &chain,
+        &addresses,
+        PROPOSER,
+        &["stake", "authorize", "--proposal", file.to_str().unwrap()],
+    );
+    let yaml = &out[out.find("stakeAuthorization:").unwrap()..];
+    let auth: modelcommons_crds::proposal::StakeAuthorization = serde_yaml::from_value(
+        serde_yaml::from_str::<serde_yaml::Value>(yaml).unwrap()["stakeAuthorization"].clone(),
+    )
+    .unwrap();
+    let spec_hash = modelcommons_operator::controller::proposal::spec_hash(&mp.spec);
+    let budget = modelcommons_operator::controller::proposal::reward_budget(&mp.spec).unwrap();
+    let registration = |uid: &str, stake: U256| {
+        modelcommons_operator::ledger::bindings::ModelRegistry::Registration {
+            modelId: modelcommons_operator::ledger::ids::model_id(uid),
+            specHash: spec_hash,
+            proposer: Chain::address(PROPOSER),
+            stake,
+            rewardBudget: budget,
+            quorumBps: 400,
+            thresholdBps: 5001,
+            nonce: U256::from(auth.nonce),
+            deadline: U256::from(auth.deadline),
+            signature: auth.signature.parse().unwrap(),
+        }
+    };
+    let registry = modelcommons_operator::ledger::bindings::ModelRegistry::new(
+        chain.suite.registry,
+        op.provider(),
+    );
+    assert!(
+        registry
+            .register(registration("uid-cli", open(9)))
+            .send()
+            .await
+            .is_err(),
+        "another stake than the signed one is refused"
+    );
+    registry
+        .register(registration("uid-cli", open(10)))
+        .send()
+        .await
+        .unwrap()
+        .watch()
+        .await
+        .unwrap();
+    let proposal = registry
+        .models(modelcommons_operator::ledger::ids::model_id("uid-cli"))
+        .call()
+        .await
+        .unwrap()
+        .proposalId;
+    // Another key than the proposer's is refused by the CLI itself.
+    let wrong = std::process::Command::new(env!("CARGO_BIN_EXE_modelcommons"))
+        .args(["stake", "authorize", "--proposal", file.to_str().unwrap()])
+        .args(["--rpc", &chain.anvil.endpoint(), "--addresses"])
+        .arg(&addresses)
+        .env("MODELCOMMONS_KEY", DEV_KEYS[VOTERS[0]])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("only the proposer"));
     chain.mine(chain.params.voting_delay_blocks + 1);
     cli(
         &chain,

@@ -176,7 +176,7 @@ async fn the_lifecycle_survives_sigkills_and_a_new_leader_finishes_it() {
     automine(&chain, false);
     mps.create(
         &PostParams::default(),
-        &proposal_spec(n, "clause-review", open(100)),
+        &proposal_spec(&chain, n, "clause-review", open(100)).await,
     )
     .await
     .unwrap();

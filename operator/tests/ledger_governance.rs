@@ -92,6 +92,43 @@ async fn an_approved_proposal_is_ratified_through_the_timelock_and_refunds_the_s
         .send()
         .await;
     assert!(again.is_err());
+    // Its mandate voted no reward budget: no pool of it can be funded, by anyone.
+    let e = ModelRegistry::new(chain.suite.registry, op.provider())
+        .fundDistribution(
+            id,
+            alloy::primitives::B256::repeat_byte(1),
+            0,
+            alloy::primitives::B256::repeat_byte(2),
+            alloy::primitives::B256::ZERO,
+            U256::from(1u64),
+            u64::MAX / 2,
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        registry_error(e),
+        ModelRegistry::ModelRegistryErrors::RewardBudgetExceeded(_)
+    ));
+    // And the distributor takes publications from the registry alone.
+    let d = modelcommons_operator::ledger::bindings::RewardDistributor::new(
+        chain.suite.distributor,
+        op.provider(),
+    );
+    assert!(
+        d.publish(
+            alloy::primitives::B256::repeat_byte(3),
+            0,
+            alloy::primitives::B256::repeat_byte(2),
+            alloy::primitives::B256::ZERO,
+            U256::from(1u64),
+            u64::MAX / 2
+        )
+        .send()
+        .await
+        .is_err(),
+        "the operator's key cannot publish around the budget"
+    );
 }
 
 async fn lost_vote(quorum_bps: u16, votes: &[(usize, Support)], uid: &str) {
@@ -170,4 +207,134 @@ async fn a_defeated_proposal_is_slashed_by_the_configured_share() {
 async fn a_proposal_without_quorum_is_slashed_too() {
     // 3000 gOPEN exist; a 50% quorum needs 1500; one holder's 1000 "for" is not enough.
     lost_vote(5_000, &[(VOTERS[0], Support::For)], "uid-no-quorum").await;
+}
+
+/// The custom error a registry call reverted with.
+fn registry_error(e: alloy::contract::Error) -> ModelRegistry::ModelRegistryErrors {
+    e.as_decoded_interface_error::<ModelRegistry::ModelRegistryErrors>()
+        .unwrap_or_else(|| panic!("not a registry error: {e}"))
+}
+
+#[tokio::test]
+async fn the_registry_refuses_what_the_proposer_did_not_sign_or_governance_did_not_allow() {
+    use ModelRegistry::ModelRegistryErrors as E;
+    let chain = Chain::new().await;
+    let stake = open(100);
+    chain.fund(PROPOSER, stake * U256::from(4u64)).await;
+    let l = chain.as_(PROPOSER);
+    modelcommons_operator::ledger::bindings::OpenToken::new(chain.suite.open, l.provider())
+        .approve(chain.suite.registry, stake * U256::from(4u64))
+        .mined()
+        .await;
+    let op = chain.as_(OPERATOR);
+    let registry = ModelRegistry::new(chain.suite.registry, op.provider());
+    let before = chain.balance(Chain::address(PROPOSER)).await;
+
+    // A quorum or threshold below the floors.
+    let low = chain.registration("uid-low-quorum", stake, 1, 5001).await;
+    let e = registry.register(low).send().await.unwrap_err();
+    assert!(matches!(registry_error(e), E::QuorumBelowFloor(_)));
+    let low = chain.registration("uid-low-threshold", stake, 400, 1).await;
+    let e = registry.register(low).send().await.unwrap_err();
+    assert!(matches!(registry_error(e), E::ThresholdBelowFloor(_)));
+    // Another stake, budget or spec than the one signed; a signature of someone else.
+    let mut other = chain
+        .registration("uid-other-stake", stake, 400, 5001)
+        .await;
+    other.stake = stake * U256::from(2u64);
+    let e = registry.register(other).send().await.unwrap_err();
+    assert!(matches!(registry_error(e), E::StakeNotAuthorized(_)));
+    let mut budget = chain
+        .registration("uid-other-budget", stake, 400, 5001)
+        .await;
+    budget.rewardBudget = open(1);
+    let e = registry.register(budget).send().await.unwrap_err();
+    assert!(matches!(registry_error(e), E::StakeNotAuthorized(_)));
+    let mut stolen = chain.registration("uid-stolen", stake, 400, 5001).await;
+    stolen.proposer = Chain::address(VOTERS[0]);
+    let e = registry.register(stolen).send().await.unwrap_err();
+    assert!(matches!(registry_error(e), E::StakeNotAuthorized(_)));
+    // An expired authorization.
+    let mut late = chain.registration("uid-late", stake, 400, 5001).await;
+    late.deadline = U256::from(1u64);
+    let e = registry.register(late).send().await.unwrap_err();
+    assert!(matches!(registry_error(e), E::AuthorizationExpired(_)));
+    assert_eq!(chain.balance(Chain::address(PROPOSER)).await, before);
+
+    // One authorization registers one model.
+    let once = chain.registration("uid-once", stake, 400, 5001).await;
+    let mut twice = once.clone();
+    registry.register(once).mined().await;
+    twice.modelId = alloy::primitives::B256::repeat_byte(7);
+    let e = registry.register(twice).send().await.unwrap_err();
+    assert!(matches!(registry_error(e), E::AuthorizationUsed(_)));
+    assert_eq!(
+        chain.balance(Chain::address(PROPOSER)).await,
+        before - stake
+    );
+
+    // Nothing but the model's own vote ratifies it: a vote whose action is ratify(model)
+    // passes and is executed, but the registry refuses.
+    for v in VOTERS {
+        chain.wrap_and_delegate(v, open(1_000)).await;
+    }
+    chain.mine(1);
+    let id = modelcommons_operator::ledger::ids::model_id("uid-once");
+    let voter = chain.as_(VOTERS[0]);
+    let g = ModelGovernor::new(chain.suite.governor, voter.provider());
+    let calldata: alloy::primitives::Bytes =
+        alloy::sol_types::SolCall::abi_encode(&ModelRegistry::ratifyCall { modelId: id }).into();
+    let desc = "ratify someone else's model".to_string();
+    g.propose(
+        vec![chain.suite.registry],
+        vec![U256::ZERO],
+        vec![calldata.clone()],
+        desc.clone(),
+    )
+    .mined()
+    .await;
+    let pid = g
+        .hashProposal(
+            vec![chain.suite.registry],
+            vec![U256::ZERO],
+            vec![calldata.clone()],
+            alloy::primitives::keccak256(desc.as_bytes()),
+        )
+        .call()
+        .await
+        .unwrap();
+    chain.mine(chain.params.voting_delay_blocks + 1);
+    for v in VOTERS {
+        chain.vote(v, pid, Support::For).await;
+    }
+    chain.mine(u64::from(chain.params.voting_period_blocks) + 1);
+    let dh = alloy::primitives::keccak256(desc.as_bytes());
+    g.queue(
+        vec![chain.suite.registry],
+        vec![U256::ZERO],
+        vec![calldata.clone()],
+        dh,
+    )
+    .mined()
+    .await;
+    chain.wait_seconds(chain.params.timelock_delay_seconds + 1);
+    let e = g
+        .execute(
+            vec![chain.suite.registry],
+            vec![U256::ZERO],
+            vec![calldata],
+            dh,
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(registry_error(e), E::NotThisModelsVote(_)),
+        "the registry refused the foreign vote"
+    );
+    assert_eq!(
+        registry.models(id).call().await.unwrap().status,
+        1,
+        "still Voting"
+    );
 }

@@ -75,6 +75,7 @@ async fn held(chain: &Chain, a: Address) -> U256 {
 
 async fn run(ops: Vec<Op>) {
     let chain = Chain::new().await;
+    chain.allow_direct_publishing().await;
     let op_l = chain.as_(OPERATOR);
     let token = OpenToken::new(chain.suite.open, op_l.provider());
     token
@@ -112,10 +113,10 @@ async fn run(ops: Vec<Op>) {
         match op {
             Op::Stake(k) => {
                 let id = model_id(&format!("uid-{n}"));
-                registry
-                    .register(id, B256::ZERO, Chain::address(PROPOSER), open(k), 400, 5001)
-                    .mined()
+                let r = chain
+                    .registration(&format!("uid-{n}"), open(k), 400, 5001)
                     .await;
+                registry.register(r).mined().await;
                 let proposal = registry.models(id).call().await.unwrap().proposalId;
                 chain.mine(chain.params.voting_delay_blocks + 1);
                 book.stakes.push((id, open(k), true, proposal, vec![]));

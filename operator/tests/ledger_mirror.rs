@@ -16,14 +16,20 @@ use modelcommons_operator::ledger::bindings::{ModelRegistry, OpenToken};
 use modelcommons_operator::ledger::ids::model_id;
 use modelcommons_operator::ledger::mirror::{Outcome, RegisterModel};
 
-fn request(uid: &str, stake: U256) -> RegisterModel {
+/// A registration of `uid` the proposer authorized.
+async fn request(chain: &Chain, uid: &str, stake: U256) -> RegisterModel {
+    let r = chain.registration(uid, stake, 400, 5001).await;
     RegisterModel {
         uid: uid.into(),
-        spec_hash: B256::repeat_byte(0x5e),
-        proposer: Chain::address(PROPOSER),
+        spec_hash: r.specHash,
+        proposer: r.proposer,
         stake,
-        quorum_bps: 400,
-        threshold_bps: 5001,
+        reward_budget: r.rewardBudget,
+        quorum_bps: r.quorumBps,
+        threshold_bps: r.thresholdBps,
+        nonce: r.nonce,
+        deadline: r.deadline,
+        signature: r.signature,
     }
 }
 
@@ -52,21 +58,25 @@ async fn a_write_that_crashed_before_it_was_recorded_is_not_repeated() {
     // Allowance for three stakes: only the contract's and the mirror's checks stop a repeat.
     approve(&chain, stake * U256::from(3u64)).await;
     let before = chain.balance(Chain::address(PROPOSER)).await;
-    let req = request("uid-crash", stake);
+    let req = request(&chain, "uid-crash", stake).await;
 
     // The first attempt sends its transaction and "crashes": nothing is recorded, the pending
     // transaction is dropped without waiting for a receipt.
     let op = chain.as_(OPERATOR);
     let registry = ModelRegistry::new(chain.suite.registry, op.provider());
     let pending = registry
-        .register(
-            model_id(&req.uid),
-            req.spec_hash,
-            req.proposer,
-            req.stake,
-            req.quorum_bps,
-            req.threshold_bps,
-        )
+        .register(ModelRegistry::Registration {
+            modelId: model_id(&req.uid),
+            specHash: req.spec_hash,
+            proposer: req.proposer,
+            stake: req.stake,
+            rewardBudget: req.reward_budget,
+            quorumBps: req.quorum_bps,
+            thresholdBps: req.threshold_bps,
+            nonce: req.nonce,
+            deadline: req.deadline,
+            signature: req.signature.clone(),
+        })
         .send()
         .await
         .unwrap();
@@ -95,7 +105,7 @@ async fn racing_reconciles_write_once_and_a_changed_object_is_a_conflict() {
     let stake = open(200);
     chain.fund(PROPOSER, stake * U256::from(2u64)).await;
     approve(&chain, stake * U256::from(2u64)).await;
-    let req = request("uid-race", stake);
+    let req = request(&chain, "uid-race", stake).await;
     let (a, b) = (chain.as_(OPERATOR), chain.as_(OPERATOR));
     let (ra, rb) = tokio::join!(
         a.register_model(chain.suite.registry, &req),
@@ -113,7 +123,7 @@ async fn racing_reconciles_write_once_and_a_changed_object_is_a_conflict() {
     assert_eq!(ra.proposal_id(), rb.proposal_id());
     assert_eq!(registrations(&chain).await, 1);
 
-    let changed = request("uid-race", stake + U256::from(1u64));
+    let changed = request(&chain, "uid-race", stake + U256::from(1u64)).await;
     let err = a
         .register_model(chain.suite.registry, &changed)
         .await
@@ -136,7 +146,7 @@ async fn a_first_write_reports_its_transaction() {
     let op = chain.as_(OPERATOR).with_confirmations(2);
     // Two confirmations on an instant-mining chain need one more block: the write must wait
     // for it, and return once it is there.
-    let req = request("uid-first", stake);
+    let req = request(&chain, "uid-first", stake).await;
     let write = async {
         let t = std::time::Instant::now();
         (
@@ -166,7 +176,7 @@ async fn reverts_read_as_named_errors() {
     let chain = Chain::new().await;
     let op = chain.as_(OPERATOR);
     // The operator registers without the proposer's approval: the token refuses the transfer.
-    let req = request("uid-no-allowance", open(5));
+    let req = request(&chain, "uid-no-allowance", open(5)).await;
     chain.fund(PROPOSER, open(5)).await;
     let err = op
         .register_model(chain.suite.registry, &req)
@@ -200,6 +210,7 @@ async fn every_mirror_write_is_written_once() {
     };
 
     let chain = Chain::new().await;
+    chain.allow_direct_publishing().await;
     let op = chain.as_(OPERATOR);
     let s = chain.suite;
 

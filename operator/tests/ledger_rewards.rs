@@ -31,6 +31,7 @@ fn variant(debug: &str) -> &str {
 #[tokio::test]
 async fn a_valid_proof_pays_once_and_everything_else_is_refused() {
     let chain = Chain::new().await;
+    chain.allow_direct_publishing().await;
     let op = chain.as_(OPERATOR);
     let contributors: Vec<Address> = (6..9).map(Chain::address).collect();
     let payouts: Vec<Payout> = contributors
@@ -143,6 +144,7 @@ fn commitment(round: B256, validator: Address, choices: &[u8], salt: B256) -> B2
 #[tokio::test]
 async fn commit_reveal_refuses_late_and_mismatched_actions_and_settlement_slashes() {
     let chain = Chain::new().await;
+    chain.allow_direct_publishing().await;
     let op = chain.as_(OPERATOR);
     let validators = [6usize, 7, 8];
     let bond = open(100);
@@ -296,6 +298,7 @@ async fn commit_reveal_refuses_late_and_mismatched_actions_and_settlement_slashe
 #[tokio::test]
 async fn a_paused_distributor_refuses_claims_until_unpaused() {
     let chain = Chain::new().await;
+    chain.allow_direct_publishing().await;
     let op = chain.as_(OPERATOR);
     let p = Payout {
         index: U256::ZERO,

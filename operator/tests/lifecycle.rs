@@ -60,9 +60,12 @@ async fn governance_approves_rejects_expires_and_withdraws_proposals() {
     let names = ["approved", "defeated", "silent", "withdrawn"];
     let each = open(100);
     for name in names {
-        mps.create(&PostParams::default(), &proposal_spec(n, name, each))
-            .await
-            .unwrap();
+        mps.create(
+            &PostParams::default(),
+            &proposal_spec(&chain, n, name, each).await,
+        )
+        .await
+        .unwrap();
     }
     // No allowance yet: each waits for its stake and says how to give it.
     for name in names {
@@ -89,8 +92,8 @@ async fn governance_approves_rejects_expires_and_withdraws_proposals() {
     // Measured before the stake exists: the operator escrows it as soon as it may.
     let before = chain.balance(proposer).await;
     stake(&chain, each * U256::from(4u64)).await;
-    // The treasury funded the proposer (the dev treasury is the operator's account); slashes
-    // come only with decisions, later.
+    // Slashes and the approved mandate's reward budget move the treasury (the timelock) only
+    // with decisions, later.
     let treasury_before = chain.balance(treasury).await;
     let mut ids = std::collections::BTreeMap::new();
     for name in names {
@@ -195,10 +198,16 @@ async fn governance_approves_rejects_expires_and_withdraws_proposals() {
         chain.balance(proposer).await,
         before + each * U256::from(4u64) - slash * U256::from(3u64)
     );
+    // The treasury (the timelock) also paid the approved mandate's reward budget into the
+    // registry's escrow, in the same vote.
+    let budget =
+        U256::from_str_radix(approved.spec.mandate.reward_budget.as_deref().unwrap(), 10).unwrap();
+    assert!(!budget.is_zero());
     assert_eq!(
         chain.balance(treasury).await,
-        treasury_before + slash * U256::from(3u64)
+        treasury_before + slash * U256::from(3u64) - budget
     );
+    assert_eq!(chain.balance(chain.suite.registry).await, budget);
     let withdrawn = registry
         .ModelWithdrawn_filter()
         .from_block(0)
@@ -286,7 +295,7 @@ async fn the_lifecycle_runs_end_to_end() {
     stake(&chain, open(100)).await;
     mps.create(
         &PostParams::default(),
-        &proposal_spec(n, "clause-review", open(100)),
+        &proposal_spec(&chain, n, "clause-review", open(100)).await,
     )
     .await
     .unwrap();

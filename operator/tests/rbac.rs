@@ -211,7 +211,7 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
     stake(&chain, open(100)).await;
     mps.create(
         &PostParams::default(),
-        &proposal_spec(n, "clause-review", open(100)),
+        &proposal_spec(&chain, n, "clause-review", open(100)).await,
     )
     .await
     .unwrap();

@@ -612,6 +612,40 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .watch()
         .await?;
+    say(
+        "the proposer authorizes the stake for exactly this spec with its own key (modelcommons stake authorize): the operator cannot stake anyone's tokens without it",
+    );
+    let mps = Api::<ModelProposal>::namespaced(client.clone(), NS);
+    let mp = mps.get("clause-review").await?;
+    let hash = modelcommons_operator::controller::proposal::spec_hash(&mp.spec);
+    let budget = modelcommons_operator::controller::proposal::reward_budget(&mp.spec)
+        .context("rewardBudget")?;
+    let key: alloy::signers::local::PrivateKeySigner = DEV_KEYS[PROPOSER].parse()?;
+    let now = alloy::providers::Provider::get_block_by_number(
+        proposer.provider(),
+        alloy::eips::BlockNumberOrTag::Latest,
+    )
+    .await?
+    .map(|b| b.header.timestamp)
+    .context("no block")?;
+    let (nonce, deadline) = (1u64, now + 86_400);
+    let terms = modelcommons_operator::ledger::proposal::StakeTerms {
+        spec_hash: hash,
+        stake: open(1_000),
+        reward_budget: budget,
+        nonce: U256::from(nonce),
+        deadline: U256::from(deadline),
+    };
+    let signature = proposer
+        .sign_stake_authorization(&suite, &key, &terms)
+        .await?;
+    mps.patch(
+        "clause-review",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"stakeAuthorization":
+            {"signature": signature, "deadline": deadline, "nonce": nonce}}})),
+    )
+    .await?;
     watch_until(
         &client,
         &mut last,

@@ -54,14 +54,23 @@ struct BootstrapCli {
     /// The chain's JSON-RPC URL.
     #[arg(long, env = "MODELCOMMONS_LEDGER_RPC_URL")]
     rpc: String,
-    /// A file holding the deployer's hex private key; it becomes the operator, admin and
-    /// treasury of the suite.
+    /// A file holding the deployer's hex private key. It keeps the minted supply (less the
+    /// treasury's funding, which goes to the timelock) to hand out, and only the roles
+    /// --operator and --admin leave to it.
     #[arg(long, env = "MODELCOMMONS_LEDGER_KEY_FILE")]
     key_file: std::path::PathBuf,
+    /// The operator's address (the operator role only). Default: the deployer's, for a dev
+    /// chain.
+    #[arg(long)]
+    operator: Option<alloy::primitives::Address>,
+    /// The admin's address (pausing, role administration). Default: the deployer's, for a
+    /// dev chain.
+    #[arg(long)]
+    admin: Option<alloy::primitives::Address>,
     /// Where to write the addresses (JSON); stdout when unset.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
-    /// Fund an account with whole OPEN from the treasury: `ADDRESS=OPEN` (repeatable).
+    /// Fund an account with whole OPEN from the deployer: `ADDRESS=OPEN` (repeatable).
     #[arg(long, value_parser = modelcommons_operator::ledger::suite::parse_fund)]
     fund: Vec<(alloy::primitives::Address, alloy::primitives::U256)>,
     /// Also write the addresses into this ConfigMap (`<namespace>/<name>`), for an operator
@@ -222,8 +231,15 @@ async fn main() -> anyhow::Result<()> {
 
 async fn bootstrap(args: BootstrapCli) -> anyhow::Result<()> {
     let ledger = Ledger::connect_with(&args.rpc, &KeySource::File(args.key_file))?;
+    let roles = modelcommons_operator::ledger::suite::Roles {
+        operator: args.operator.unwrap_or(ledger.address()),
+        admin: args.admin.unwrap_or(ledger.address()),
+    };
     let suite = ledger
-        .bootstrap(&modelcommons_operator::ledger::suite::SuiteParams::default())
+        .bootstrap_with(
+            &modelcommons_operator::ledger::suite::SuiteParams::default(),
+            roles,
+        )
         .await
         .with_context(|| format!("deploying the contract suite to {}", args.rpc))?;
     for (to, whole) in &args.fund {

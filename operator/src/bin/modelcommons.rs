@@ -21,6 +21,10 @@
 //!         token holder: vote on a ModelProposal (its `status.chain.proposalId`)
 //! modelcommons stake approve --rpc URL --addresses F --amount BASE_UNITS
 //!         proposer: let the registry escrow your stake (`spec.stake`, in base units)
+//! modelcommons stake authorize --rpc URL --addresses F --proposal FILE [--valid-seconds N]
+//!         proposer: sign, with your own key, the authorization to escrow the stake for
+//!         exactly the spec in FILE (its hash, stake and reward budget) and print the
+//!         `spec.stakeAuthorization` to add to it (valid 7 days unless --valid-seconds)
 //! modelcommons rewards claim --rpc URL --addresses F --report FILE --distribution ID
 //!         contributor: claim your reward with the proof from a curation report
 //!         (`status.rewardMapUri`) for the distribution id of the Datanet version
@@ -163,6 +167,66 @@ async fn chain_action(group: &str, action: &str, args: &[String]) -> anyhow::Res
                 suite.registry
             );
         }
+        ("stake", "authorize") => {
+            let path = required(args, "--proposal")?;
+            let mp: modelcommons_crds::proposal::ModelProposal = serde_yaml::from_str(
+                &std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+            )
+            .with_context(|| format!("{path}: not a ModelProposal"))?;
+            let key = key_source(args).signer()?;
+            let proposer: alloy::primitives::Address = mp
+                .spec
+                .proposer
+                .parse()
+                .with_context(|| format!("spec.proposer {:?}", mp.spec.proposer))?;
+            if key.address() != proposer {
+                bail!(
+                    "this key is {}'s, but the proposal's spec.proposer is {proposer}: only the proposer can authorize its stake",
+                    key.address()
+                );
+            }
+            let stake: alloy::primitives::U256 = mp
+                .spec
+                .stake
+                .parse()
+                .context("spec.stake is not a number of base units")?;
+            let budget = modelcommons_operator::controller::proposal::reward_budget(&mp.spec)
+                .context("spec.mandate.rewardBudget is not a number of base units")?;
+            let hash = modelcommons_operator::controller::proposal::spec_hash(&mp.spec);
+            let valid: u64 = flag(args, "--valid-seconds")
+                .unwrap_or("604800")
+                .parse()
+                .context("--valid-seconds is a number of seconds")?;
+            let now = alloy::providers::Provider::get_block_by_number(
+                p,
+                alloy::eips::BlockNumberOrTag::Latest,
+            )
+            .await?
+            .map(|b| b.header.timestamp)
+            .context("the chain has no latest block")?;
+            let deadline = now + valid;
+            // Any number not used before; the clock makes one without a registry lookup.
+            let nonce: u64 = match flag(args, "--nonce") {
+                Some(n) => n.parse().context("--nonce is a whole number")?,
+                None => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_nanos() as u64,
+            };
+            let terms = modelcommons_operator::ledger::proposal::StakeTerms {
+                spec_hash: hash,
+                stake,
+                reward_budget: budget,
+                nonce: alloy::primitives::U256::from(nonce),
+                deadline: alloy::primitives::U256::from(deadline),
+            };
+            let signature = l.sign_stake_authorization(&suite, &key, &terms).await?;
+            eprintln!(
+                "{me} authorizes escrowing {stake} base units for spec {hash} (reward budget {budget}) until {deadline}; add this to the proposal's spec:"
+            );
+            println!(
+                "stakeAuthorization:\n  signature: \"{signature}\"\n  deadline: {deadline}\n  nonce: {nonce}"
+            );
+        }
         ("rewards", "claim") => {
             let path = required(args, "--report")?;
             let report: modelcommons_operator::curate::CurationReport = serde_json::from_str(
@@ -253,7 +317,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: modelcommons contribution sign --datanet NS/NAME --file PATH --id ID --uri URI [--license SPDX] [--key-env VAR]\n       modelcommons contribution verify --datanet NS/NAME --manifest PATH\n       modelcommons ledger bootstrap --rpc URL [--key-file F | --key-env VAR] [--out FILE] [--fund ADDRESS=OPEN ...]\n       modelcommons gov delegate --rpc URL --addresses F --amount OPEN\n       modelcommons gov vote --rpc URL --addresses F --proposal ID --support for|against|abstain\n       modelcommons stake approve --rpc URL --addresses F --amount BASE_UNITS\n       modelcommons rewards claim --rpc URL --addresses F --report FILE --distribution ID"
+            "usage: modelcommons contribution sign --datanet NS/NAME --file PATH --id ID --uri URI [--license SPDX] [--key-env VAR]\n       modelcommons contribution verify --datanet NS/NAME --manifest PATH\n       modelcommons ledger bootstrap --rpc URL [--key-file F | --key-env VAR] [--out FILE] [--fund ADDRESS=OPEN ...]\n       modelcommons gov delegate --rpc URL --addresses F --amount OPEN\n       modelcommons gov vote --rpc URL --addresses F --proposal ID --support for|against|abstain\n       modelcommons stake approve --rpc URL --addresses F --amount BASE_UNITS\n       modelcommons stake authorize --rpc URL --addresses F --proposal FILE [--valid-seconds N]\n       modelcommons rewards claim --rpc URL --addresses F --report FILE --distribution ID"
         ),
     }
 }

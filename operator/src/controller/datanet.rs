@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -619,6 +620,9 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             recheck,
         ));
     }
+    // Every pool of this Datanet is drawn from the proposal's reward budget on chain.
+    let model =
+        crate::ledger::ids::model_id(&proposal.as_ref().and_then(|p| p.uid()).unwrap_or_default());
     let source = match ManifestSource::of(dn) {
         Ok(s) => s,
         Err(m) => {
@@ -677,6 +681,11 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
         + u32::from(
             status.manifest_sha256.as_deref() != Some(digest.as_str()) || status.version.is_none(),
         );
+
+    // A pool the mandate's budget cannot pay is refused before anything runs.
+    if let Some(shown) = over_budget(dn, ctx, model, version).await? {
+        return Ok(shown);
+    }
 
     // The curation Job runs (created once per manifest digest and version); only the
     // operator's own Job and its own pods count.
@@ -748,7 +757,10 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
                 ));
             }
         };
-        return publish(dn, ctx, status, version, digest, &r, report).await;
+        if let Some(shown) = over_budget(dn, ctx, model, version).await? {
+            return Ok(shown);
+        }
+        return publish(dn, ctx, status, model, version, digest, &r, report).await;
     }
     Ok(match state {
         JobState::Failed => {
@@ -909,12 +921,51 @@ fn r_datanet(dn: &Datanet) -> String {
     format!("{}/{}", dn.namespace().unwrap_or_default(), dn.name_any())
 }
 
-/// Publishes a verified version on chain (a RewardDistributor distribution of the recomputed
-/// reward root, funded with exactly the pool) and makes the Datanet `Ready`.
+/// `RewardBudgetExceeded` when version `version` is not published yet and its pool is more
+/// than what is left of the mandate's reward budget on chain.
+async fn over_budget(
+    dn: &Datanet,
+    ctx: &Context,
+    model: B256,
+    version: u32,
+) -> Result<Option<Shown>, Error> {
+    let h = ctx
+        .ledger
+        .clone()
+        .ok_or_else(|| Error::Invalid("no ledger".into()))?;
+    let id = datanet_version_id(&dn.uid().unwrap_or_default(), version);
+    if h.ledger
+        .published_tx(h.suite.distributor, id)
+        .await?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let pool = U256::from_str_radix(&dn.spec.rewards.pool, 10).unwrap_or(U256::MAX);
+    let (budget, spent) = h.ledger.reward_budget(h.suite.registry, model).await?;
+    let left = budget.saturating_sub(spent);
+    if pool <= left {
+        return Ok(None);
+    }
+    Ok(Some(Shown::warn(
+        DatanetPhase::Failed,
+        "RewardBudgetExceeded",
+        format!(
+            "version {version}'s pool of {pool} OPEN base units is more than is left of ModelProposal {}'s reward budget ({left} of {budget}; {spent} spent): nothing is curated or paid. Lower spec.rewards.pool, or fund a new mandate through governance",
+            dn.spec.proposal_ref.name
+        ),
+    )))
+}
+
+/// Publishes a verified version on chain — a RewardDistributor distribution of the
+/// recomputed reward root, funded with exactly the pool from the mandate's escrowed budget
+/// (`ModelRegistry.fundDistribution`) — and makes the Datanet `Ready`.
+#[allow(clippy::too_many_arguments)]
 async fn publish(
     dn: &Datanet,
     ctx: &Context,
     status: &mut DatanetStatus,
+    model: B256,
     version: u32,
     digest: String,
     r: &CurationResult,
@@ -946,9 +997,9 @@ async fn publish(
         };
         let w = ctx
             .ledger_write(
-                "RewardDistributor.publish",
+                "ModelRegistry.fundDistribution",
                 h.ledger
-                    .publish_distribution(h.suite.open, h.suite.distributor, &req),
+                    .fund_distribution(h.suite.registry, h.suite.distributor, model, &req),
             )
             .await?;
         record.tx_hash = match w {

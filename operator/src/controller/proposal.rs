@@ -75,10 +75,26 @@ pub fn canonical_json(v: &Value) -> String {
     out
 }
 
-/// keccak256 of the spec's canonical JSON: what the chain records as voted on.
+/// The version of the spec's canonical encoding, hashed with it. Fields added to the spec
+/// later are optional and left out when unset, so the hashes of registered proposals that do
+/// not use them stay what they were; a change of the encoding itself gets a new version.
+pub const SPEC_ENCODING: &str = "modelcommons.dev/ModelProposal/spec/v1";
+
+/// keccak256 of the versioned canonical JSON of the spec without its stake authorization
+/// (which signs this hash): what the chain records as voted on.
 pub fn spec_hash(spec: &ModelProposalSpec) -> B256 {
-    let v = serde_json::to_value(spec).unwrap_or(Value::Null);
-    keccak256(canonical_json(&v))
+    let mut spec = spec.clone();
+    spec.stake_authorization = None;
+    let v = serde_json::to_value(&spec).unwrap_or(Value::Null);
+    keccak256(format!("{SPEC_ENCODING}\n{}", canonical_json(&v)))
+}
+
+/// The mandate's reward budget in base units (0 when unset).
+pub fn reward_budget(spec: &ModelProposalSpec) -> Option<U256> {
+    spec.mandate
+        .reward_budget
+        .as_deref()
+        .map_or(Some(U256::ZERO), |b| U256::from_str_radix(b, 10).ok())
 }
 
 /// A decimal string of GPU-hours (at most 4 decimals, no trailing zeros).
@@ -205,6 +221,124 @@ async fn step(
                 view,
             ));
         };
+        let pending = |reason: &'static str, message: String, requeue| Shown {
+            phase: ModelProposalPhase::Pending,
+            ready: false,
+            reason,
+            message,
+            requeue,
+        };
+        let Some(reward_budget) = reward_budget(&mp.spec) else {
+            return Ok((
+                pending(
+                    "InvalidRewardBudget",
+                    "spec.mandate.rewardBudget does not fit in 256 bits".into(),
+                    None,
+                ),
+                view,
+            ));
+        };
+        let g = &mp.spec.governance;
+        let d = ctx.config.governance;
+        let quorum_bps = g
+            .quorum_bps
+            .and_then(|b| u16::try_from(b).ok())
+            .unwrap_or(d.quorum_bps);
+        let threshold_bps = g
+            .approval_threshold_bps
+            .and_then(|b| u16::try_from(b).ok())
+            .unwrap_or(d.threshold_bps);
+        let (min_q, min_t) = ledger.governance_floors(suite).await?;
+        if quorum_bps < min_q || threshold_bps < min_t {
+            return Ok((
+                pending(
+                    "GovernanceBelowFloor",
+                    format!(
+                        "quorum {quorum_bps} bps and approval threshold {threshold_bps} bps are below the floors governance set on chain ({min_q} and {min_t} bps): a proposal may ask only for more. Create a new ModelProposal with spec.governance at or above them"
+                    ),
+                    None,
+                ),
+                view,
+            ));
+        }
+        let hash = spec_hash(&mp.spec);
+        let authorize = format!(
+            "modelcommons stake authorize --proposal <this proposal's YAML> --key-file <{proposer}'s key> --rpc <chain> --registry {}",
+            suite.registry
+        );
+        let Some(auth) = mp.spec.stake_authorization.clone() else {
+            return Ok((
+                pending(
+                    "AwaitingStakeAuthorization",
+                    format!(
+                        "the proposer {proposer} has not authorized escrowing {stake} OPEN base units for this spec (hash {hash}, reward budget {reward_budget}): sign it with `{authorize}` and set the printed spec.stakeAuthorization"
+                    ),
+                    Some(ctx.config.recheck),
+                ),
+                view,
+            ));
+        };
+        let deadline = U256::from(auth.deadline);
+        let nonce = U256::from(auth.nonce);
+        if auth.deadline < view.block_time {
+            return Ok((
+                pending(
+                    "StakeAuthorizationExpired",
+                    format!(
+                        "spec.stakeAuthorization expired at {} (the chain's time is {}); sign again with `{authorize}`",
+                        auth.deadline, view.block_time
+                    ),
+                    Some(ctx.config.recheck),
+                ),
+                view,
+            ));
+        }
+        let signature: alloy::primitives::Bytes = match auth.signature.parse() {
+            Ok(b) => b,
+            Err(_) => alloy::primitives::Bytes::new(),
+        };
+        if !ledger.has_code(proposer).await? {
+            let terms = crate::ledger::proposal::StakeTerms {
+                spec_hash: hash,
+                stake,
+                reward_budget,
+                nonce,
+                deadline,
+            };
+            let (digest, used) = ledger
+                .stake_authorization_digest(suite, proposer, &terms)
+                .await?;
+            if used {
+                return Ok((
+                    pending(
+                        "StakeAuthorizationUsed",
+                        format!(
+                            "spec.stakeAuthorization's nonce {nonce} has already registered another proposal of {proposer}; each authorization registers one. Sign again with `{authorize}`"
+                        ),
+                        None,
+                    ),
+                    view,
+                ));
+            }
+            let signer = alloy::primitives::Signature::try_from(signature.as_ref())
+                .ok()
+                .and_then(|sig| sig.recover_address_from_prehash(&digest).ok());
+            if signer != Some(proposer) {
+                return Ok((
+                    pending(
+                        "StakeNotAuthorized",
+                        format!(
+                            "spec.stakeAuthorization is not {proposer}'s signature of this spec (hash {hash}), stake {stake}, reward budget {reward_budget}, nonce {nonce} and deadline {deadline}{}: nothing is escrowed. Sign again with `{authorize}`",
+                            signer
+                                .map(|s| format!(" (it was signed by {s})"))
+                                .unwrap_or_default()
+                        ),
+                        Some(ctx.config.recheck),
+                    ),
+                    view,
+                ));
+            }
+        }
         let (balance, allowance) = ledger.stake_readiness(suite, proposer).await?;
         if allowance < stake || balance < stake {
             let message = format!(
@@ -222,21 +356,17 @@ async fn step(
                 view,
             ));
         }
-        let g = &mp.spec.governance;
-        let d = ctx.config.governance;
         let req = RegisterModel {
             uid: uid.clone(),
-            spec_hash: spec_hash(&mp.spec),
+            spec_hash: hash,
             proposer,
             stake,
-            quorum_bps: g
-                .quorum_bps
-                .and_then(|b| u16::try_from(b).ok())
-                .unwrap_or(d.quorum_bps),
-            threshold_bps: g
-                .approval_threshold_bps
-                .and_then(|b| u16::try_from(b).ok())
-                .unwrap_or(d.threshold_bps),
+            reward_budget,
+            quorum_bps,
+            threshold_bps,
+            nonce,
+            deadline,
+            signature,
         };
         let out = ctx
             .ledger_write(

@@ -182,16 +182,7 @@ fn outcome<'r>(report: &'r CurationReport, id: &str) -> &'r ItemOutcome {
 
 #[tokio::test]
 async fn every_outcome_is_counted_exactly_and_explained() {
-    let f = scenario().await;
-    let report = curate(
-        DATANET,
-        &scenario_spec(),
-        &f.manifest_text(),
-        &f.fetch(),
-        &Options::default(),
-    )
-    .await
-    .unwrap();
+    let (_f, report, _) = curated().await;
 
     let expected: BTreeMap<Reason, u32> = [
         (Reason::Accepted, 5),

@@ -48,8 +48,15 @@ pub struct RegisterModel {
     pub spec_hash: B256,
     pub proposer: Address,
     pub stake: U256,
+    /// OPEN the ratification escrows for the mandate's reward pools.
+    pub reward_budget: U256,
     pub quorum_bps: u16,
     pub threshold_bps: u16,
+    /// The proposer's authorization: its nonce, deadline (unix seconds) and EIP-712
+    /// signature.
+    pub nonce: U256,
+    pub deadline: U256,
+    pub signature: alloy::primitives::Bytes,
 }
 
 /// What a write did.
@@ -89,14 +96,18 @@ impl Ledger {
                 },
                 || async {
                     contract
-                        .register(
-                            id,
-                            req.spec_hash,
-                            req.proposer,
-                            req.stake,
-                            req.quorum_bps,
-                            req.threshold_bps,
-                        )
+                        .register(ModelRegistry::Registration {
+                            modelId: id,
+                            specHash: req.spec_hash,
+                            proposer: req.proposer,
+                            stake: req.stake,
+                            rewardBudget: req.reward_budget,
+                            quorumBps: req.quorum_bps,
+                            thresholdBps: req.threshold_bps,
+                            nonce: req.nonce,
+                            deadline: req.deadline,
+                            signature: req.signature.clone(),
+                        })
                         .send()
                         .await
                 },
@@ -144,7 +155,11 @@ impl Ledger {
         if m.status == 0 {
             return Ok(None);
         }
-        if m.proposer != req.proposer || m.stake != req.stake || m.specHash != req.spec_hash {
+        if m.proposer != req.proposer
+            || m.stake != req.stake
+            || m.specHash != req.spec_hash
+            || m.rewardBudget != req.reward_budget
+        {
             return Err(Error::Conflict {
                 what: format!("model {id} (uid {})", req.uid),
                 detail: format!(
@@ -263,6 +278,40 @@ impl Ledger {
         }
     }
 
+    /// Whether `req` is published already: true with the same content, a conflict with
+    /// other content, false when absent.
+    async fn distribution_done(
+        &self,
+        distributor: Address,
+        req: &PublishDistribution,
+    ) -> Result<bool> {
+        let cur = RewardDistributor::new(distributor, &self.provider)
+            .distributions(req.id)
+            .call()
+            .await
+            .map_err(call_error(
+                "RewardDistributor",
+                "distributions",
+                distributor,
+            ))?;
+        if cur.root == B256::ZERO {
+            return Ok(false);
+        }
+        if cur.root == req.root
+            && U256::from(cur.total) == req.total
+            && cur.contentRoot == req.content_root
+        {
+            return Ok(true);
+        }
+        Err(conflict(
+            format!("distribution {}", req.id),
+            format!(
+                "on chain: root {} total {}; wanted: root {} total {}",
+                cur.root, cur.total, req.root, req.total
+            ),
+        ))
+    }
+
     /// Publishes and funds a distribution once (approving the distributor for `total` first
     /// when the allowance is short).
     pub async fn publish_distribution(
@@ -272,29 +321,7 @@ impl Ledger {
         req: &PublishDistribution,
     ) -> Result<Write> {
         let d = RewardDistributor::new(distributor, &self.provider);
-        let done = || async {
-            let cur = d.distributions(req.id).call().await.map_err(call_error(
-                "RewardDistributor",
-                "distributions",
-                distributor,
-            ))?;
-            if cur.root == B256::ZERO {
-                return Ok(false);
-            }
-            if cur.root == req.root
-                && U256::from(cur.total) == req.total
-                && cur.contentRoot == req.content_root
-            {
-                return Ok(true);
-            }
-            Err(conflict(
-                format!("distribution {}", req.id),
-                format!(
-                    "on chain: root {} total {}; wanted: root {} total {}",
-                    cur.root, cur.total, req.root, req.total
-                ),
-            ))
-        };
+        let done = || self.distribution_done(distributor, req);
         if !done().await? {
             let t = OpenToken::new(token, &self.provider);
             let allowance = t
@@ -338,6 +365,57 @@ impl Ledger {
             },
         )
         .await
+    }
+
+    /// Publishes one reward pool of a ratified mandate once, funded from the mandate's
+    /// escrowed budget by the registry (`ModelRegistry.fundDistribution`): the operator's
+    /// wallet pays nothing, and the chain refuses a pool beyond what is left of the budget.
+    pub async fn fund_distribution(
+        &self,
+        registry: Address,
+        distributor: Address,
+        model: B256,
+        req: &PublishDistribution,
+    ) -> Result<Write> {
+        let r = ModelRegistry::new(registry, &self.provider);
+        let done = || self.distribution_done(distributor, req);
+        self.write_once(
+            ("ModelRegistry", "fundDistribution", registry),
+            done,
+            || async {
+                r.fundDistribution(
+                    model,
+                    req.id,
+                    req.kind,
+                    req.root,
+                    req.content_root,
+                    req.total,
+                    req.deadline,
+                )
+                .send()
+                .await
+            },
+            |e| {
+                e.as_decoded_interface_error::<RewardDistributor::RewardDistributorErrors>()
+                    .is_some_and(|e| {
+                        matches!(
+                            e,
+                            RewardDistributor::RewardDistributorErrors::DistributionExists(_)
+                        )
+                    })
+            },
+        )
+        .await
+    }
+
+    /// A ratified mandate's reward budget and what its pools have drawn: (budget, spent).
+    pub async fn reward_budget(&self, registry: Address, model: B256) -> Result<(U256, U256)> {
+        let m = ModelRegistry::new(registry, &self.provider)
+            .models(model)
+            .call()
+            .await
+            .map_err(call_error("ModelRegistry", "models", registry))?;
+        Ok((m.rewardBudget, m.rewardSpent))
     }
 
     /// Records a training result once.

@@ -26,6 +26,8 @@ pub enum Error {
     RpcUrl { url: String, reason: String },
     #[error("invalid signing key: {0} (expected 32 bytes of hex, with or without 0x)")]
     Key(String),
+    #[error("signing: {0}")]
+    Signer(String),
     #[error("deploying {contract}: {}", revert_reason(source).unwrap_or_else(|| source.to_string()))]
     Deploy {
         contract: &'static str,
@@ -62,7 +64,7 @@ impl Error {
     /// A short, bounded label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::RpcUrl { .. } | Error::Key(_) => "config",
+            Error::RpcUrl { .. } | Error::Key(_) | Error::Signer(_) => "config",
             Error::Deploy { .. } => "deploy",
             Error::Call { .. } | Error::Reverted { .. } => "call",
             Error::Conflict { .. } => "conflict",
@@ -123,6 +125,21 @@ pub enum KeySource {
     File(std::path::PathBuf),
     /// An environment variable holding the hex key.
     Env(String),
+}
+
+impl KeySource {
+    /// Reads the key. Errors name only where it was read from, never its content.
+    pub fn signer(&self) -> Result<PrivateKeySigner> {
+        let text = match self {
+            KeySource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| Error::Key(format!("reading the key file {}: {e}", path.display())))?,
+            KeySource::Env(var) => std::env::var(var)
+                .map_err(|_| Error::Key(format!("the environment variable {var} is not set")))?,
+        };
+        text.trim()
+            .parse()
+            .map_err(|e: alloy::signers::local::LocalSignerError| Error::Key(e.to_string()))
+    }
 }
 
 /// A connection to the chain with the operator's signing key.

@@ -13,6 +13,19 @@ use super::mirror::Write;
 use super::suite::SuiteAddresses;
 use super::{Ledger, Result, call_error};
 
+/// What a proposer authorizes: escrowing `stake` for the spec with `spec_hash`, whose
+/// mandate's reward budget is `reward_budget`, once (`nonce`), until `deadline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StakeTerms {
+    pub spec_hash: B256,
+    pub stake: U256,
+    pub reward_budget: U256,
+    /// Any number the proposer has not used before.
+    pub nonce: U256,
+    /// Unix seconds.
+    pub deadline: U256,
+}
+
 /// The registry's status of a model (`ModelRegistry.Status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegistryStatus {
@@ -400,5 +413,82 @@ impl Ledger {
             .await
             .map_err(call_error("OpenToken", "allowance", suite.open))?;
         Ok((balance, allowance))
+    }
+
+    /// The EIP-712 digest a proposer signs to authorize `terms`, and whether its nonce is
+    /// used already.
+    pub async fn stake_authorization_digest(
+        &self,
+        suite: &SuiteAddresses,
+        proposer: Address,
+        terms: &StakeTerms,
+    ) -> Result<(B256, bool)> {
+        let StakeTerms {
+            spec_hash,
+            stake,
+            reward_budget,
+            nonce,
+            deadline,
+        } = *terms;
+        let r = ModelRegistry::new(suite.registry, &self.provider);
+        let used = r
+            .authorizationUsed(proposer, nonce)
+            .call()
+            .await
+            .map_err(call_error(
+                "ModelRegistry",
+                "authorizationUsed",
+                suite.registry,
+            ))?;
+        let digest = r
+            .stakeAuthorizationDigest(spec_hash, stake, reward_budget, nonce, deadline)
+            .call()
+            .await
+            .map_err(call_error(
+                "ModelRegistry",
+                "stakeAuthorizationDigest",
+                suite.registry,
+            ))?;
+        Ok((digest, used))
+    }
+
+    /// Signs a stake authorization with the proposer's own key: the 0x-hex signature of
+    /// [`Ledger::stake_authorization_digest`] (what `spec.stakeAuthorization.signature` holds).
+    pub async fn sign_stake_authorization(
+        &self,
+        suite: &SuiteAddresses,
+        key: &alloy::signers::local::PrivateKeySigner,
+        terms: &StakeTerms,
+    ) -> Result<String> {
+        use alloy::signers::SignerSync;
+        let (digest, _) = self
+            .stake_authorization_digest(suite, key.address(), terms)
+            .await?;
+        let sig = key
+            .sign_hash_sync(&digest)
+            .map_err(|e| super::Error::Signer(e.to_string()))?;
+        Ok(format!("0x{}", alloy::hex::encode(sig.as_bytes())))
+    }
+
+    /// The lowest quorum and approval threshold the registry accepts (basis points).
+    pub async fn governance_floors(&self, suite: &SuiteAddresses) -> Result<(u16, u16)> {
+        let r = ModelRegistry::new(suite.registry, &self.provider);
+        let q = r.minQuorumBps().call().await.map_err(call_error(
+            "ModelRegistry",
+            "minQuorumBps",
+            suite.registry,
+        ))?;
+        let t = r.minThresholdBps().call().await.map_err(call_error(
+            "ModelRegistry",
+            "minThresholdBps",
+            suite.registry,
+        ))?;
+        Ok((q, t))
+    }
+
+    /// Whether `address` holds contract code (a smart-contract wallet signs with EIP-1271,
+    /// which only the chain checks).
+    pub async fn has_code(&self, address: Address) -> Result<bool> {
+        Ok(!self.provider.get_code_at(address).await?.is_empty())
     }
 }

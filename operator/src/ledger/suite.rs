@@ -1,6 +1,6 @@
 //! The whole contract suite: deployment (`bootstrap`) and the addresses file the operator reads.
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,38 @@ pub struct SuiteParams {
     pub slash_bps: u16,
     /// Seconds a validator waits between requesting an unbond and withdrawing it.
     pub unbond_delay_seconds: u64,
+    /// The lowest quorum a proposal may ask for, in basis points of the voting supply.
+    #[serde(default = "default_min_quorum_bps")]
+    pub min_quorum_bps: u16,
+    /// The lowest approval threshold a proposal may ask for, in basis points.
+    #[serde(default = "default_min_threshold_bps")]
+    pub min_threshold_bps: u16,
+    /// OPEN moved from the deployer to the treasury (the timelock) at bootstrap: what votes
+    /// can grant as mandates' reward budgets.
+    #[serde(default = "default_treasury_funding")]
+    pub treasury_funding: U256,
+}
+
+fn default_min_quorum_bps() -> u16 {
+    400
+}
+
+fn default_min_threshold_bps() -> u16 {
+    5001
+}
+
+fn default_treasury_funding() -> U256 {
+    U256::from(10_000_000u64) * U256::from(10u64).pow(U256::from(18u64))
+}
+
+/// Who holds which role after bootstrap. The operator's key gets the operator role only;
+/// the admin (pausing, role administration) is another address unless a dev chain keeps one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Registers proposals, funds the mandates' pools from their budgets, records results.
+    pub operator: Address,
+    /// DEFAULT_ADMIN_ROLE of the registry, the distributor and the validator pool.
+    pub admin: Address,
 }
 
 impl Default for SuiteParams {
@@ -41,6 +73,9 @@ impl Default for SuiteParams {
             timelock_delay_seconds: 60,
             slash_bps: 2_000,
             unbond_delay_seconds: 3_600,
+            min_quorum_bps: default_min_quorum_bps(),
+            min_threshold_bps: default_min_threshold_bps(),
+            treasury_funding: default_treasury_funding(),
         }
     }
 }
@@ -57,8 +92,12 @@ pub struct SuiteAddresses {
     pub registry: Address,
     pub distributor: Address,
     pub validator_pool: Address,
-    /// Receives slashes and swept rewards; holds the minted supply at first.
+    /// The treasury: the timelock, so only votes spend it. Receives slashes and swept
+    /// rewards and holds what mandates' reward budgets are granted from.
     pub treasury: Address,
+    /// The operator's address (its role only).
+    #[serde(default)]
+    pub operator: Address,
 }
 
 fn deploy_err(contract: &'static str) -> impl FnOnce(alloy::contract::Error) -> Error {
@@ -84,9 +123,31 @@ async fn mined<P: Provider, D: alloy::contract::CallDecoder>(
 }
 
 impl Ledger {
-    /// Deploys the suite with this ledger's key as deployer, operator and treasury, wires the
-    /// roles (the timelock governs, the operator operates) and returns the addresses.
+    /// Deploys the suite with this ledger's key as deployer, operator and admin (a dev
+    /// chain); see [`Ledger::bootstrap_with`].
     pub async fn bootstrap(&self, params: &SuiteParams) -> Result<SuiteAddresses> {
+        let me = self.address();
+        self.bootstrap_with(
+            params,
+            Roles {
+                operator: me,
+                admin: me,
+            },
+        )
+        .await
+    }
+
+    /// Deploys the suite with this ledger's key as deployer and wires the roles: the
+    /// timelock governs and is the treasury (it holds `treasury_funding` OPEN; the rest of
+    /// the supply stays with the deployer to hand out), the registry alone publishes reward
+    /// distributions (from mandates' budgets), `roles.operator` operates, `roles.admin`
+    /// administers. The deployer keeps no role it was not given, and the timelock
+    /// administers itself.
+    pub async fn bootstrap_with(
+        &self,
+        params: &SuiteParams,
+        roles: Roles,
+    ) -> Result<SuiteAddresses> {
         let p = &self.provider;
         let me = self.address();
         let open = *OpenToken::deploy(p, me, params.supply)
@@ -116,14 +177,24 @@ impl Ledger {
         )
         .await
         .map_err(deploy_err("ModelGovernor"))?;
-        let registry =
-            ModelRegistry::deploy(p, open, *governor.address(), me, params.slash_bps, me)
-                .await
-                .map_err(deploy_err("ModelRegistry"))?;
-        let distributor = RewardDistributor::deploy(p, open, me, me)
+        let t = *timelock.address();
+        let distributor = RewardDistributor::deploy(p, open, t, me)
             .await
             .map_err(deploy_err("RewardDistributor"))?;
-        let pool = ValidatorPool::deploy(p, open, me, params.unbond_delay_seconds, me)
+        let registry = ModelRegistry::deploy(
+            p,
+            open,
+            *governor.address(),
+            *distributor.address(),
+            t,
+            params.slash_bps,
+            params.min_quorum_bps,
+            params.min_threshold_bps,
+            me,
+        )
+        .await
+        .map_err(deploy_err("ModelRegistry"))?;
+        let pool = ValidatorPool::deploy(p, open, t, params.unbond_delay_seconds, me)
             .await
             .map_err(deploy_err("ValidatorPool"))?;
 
@@ -160,10 +231,17 @@ impl Ledger {
             "GOVERNANCE_ROLE",
             r,
         ))?;
-        mined(registry.grantRole(op, me), "ModelRegistry", "grantRole", r).await?;
-        mined(registry.grantRole(gov, t), "ModelRegistry", "grantRole", r).await?;
         mined(
-            distributor.grantRole(op, me),
+            registry.grantRole(op, roles.operator),
+            "ModelRegistry",
+            "grantRole",
+            r,
+        )
+        .await?;
+        mined(registry.grantRole(gov, t), "ModelRegistry", "grantRole", r).await?;
+        // Only the registry publishes distributions: every pool is drawn from a budget.
+        mined(
+            distributor.grantRole(op, r),
             "RewardDistributor",
             "grantRole",
             d,
@@ -176,7 +254,76 @@ impl Ledger {
             d,
         )
         .await?;
-        mined(pool.grantRole(op, me), "ValidatorPool", "grantRole", v).await?;
+        mined(
+            pool.grantRole(op, roles.operator),
+            "ValidatorPool",
+            "grantRole",
+            v,
+        )
+        .await?;
+        // The treasury's funds: what votes can grant as reward budgets.
+        if !params.treasury_funding.is_zero() {
+            mined(
+                OpenToken::new(open, p).transfer(t, params.treasury_funding),
+                "OpenToken",
+                "transfer",
+                open,
+            )
+            .await?;
+        }
+        // The timelock administers itself; the deployer hands its admin roles on.
+        let admin_role = B256::ZERO;
+        if roles.admin != me {
+            mined(
+                registry.grantRole(admin_role, roles.admin),
+                "ModelRegistry",
+                "grantRole",
+                r,
+            )
+            .await?;
+            mined(
+                distributor.grantRole(admin_role, roles.admin),
+                "RewardDistributor",
+                "grantRole",
+                d,
+            )
+            .await?;
+            mined(
+                pool.grantRole(admin_role, roles.admin),
+                "ValidatorPool",
+                "grantRole",
+                v,
+            )
+            .await?;
+            mined(
+                registry.renounceRole(admin_role, me),
+                "ModelRegistry",
+                "renounceRole",
+                r,
+            )
+            .await?;
+            mined(
+                distributor.renounceRole(admin_role, me),
+                "RewardDistributor",
+                "renounceRole",
+                d,
+            )
+            .await?;
+            mined(
+                pool.renounceRole(admin_role, me),
+                "ValidatorPool",
+                "renounceRole",
+                v,
+            )
+            .await?;
+        }
+        mined(
+            timelock.renounceRole(admin_role, me),
+            "ModelTimelock",
+            "renounceRole",
+            t,
+        )
+        .await?;
 
         Ok(SuiteAddresses {
             chain_id: p.get_chain_id().await?,
@@ -187,7 +334,8 @@ impl Ledger {
             registry: r,
             distributor: d,
             validator_pool: v,
-            treasury: me,
+            treasury: t,
+            operator: roles.operator,
         })
     }
 }

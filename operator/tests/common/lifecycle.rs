@@ -78,13 +78,31 @@ pub fn ready_reason(conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Con
         .unwrap_or_default()
 }
 
-pub fn proposal_spec(ns: &str, name: &str, stake: U256) -> ModelProposal {
+/// The example proposal staking `stake`, with the proposer's signed authorization.
+pub async fn proposal_spec(chain: &Chain, ns: &str, name: &str, stake: U256) -> ModelProposal {
     let mut v = example("01-proposal.yaml", ns);
     v["metadata"]["name"] = json!(name);
     v["spec"]["proposer"] = json!(Chain::address(PROPOSER).to_string());
     v["spec"]["stake"] = json!(stake.to_string());
     v["spec"]["governance"] = json!({"quorumBps": 400, "approvalThresholdBps": 5001});
-    serde_json::from_value(v).unwrap()
+    let mut p: ModelProposal = serde_json::from_value(v).unwrap();
+    authorize(chain, &mut p).await;
+    p
+}
+
+/// Signs `p`'s stake authorization with the proposer's key, as `modelcommons stake
+/// authorize` does.
+pub async fn authorize(chain: &Chain, p: &mut ModelProposal) {
+    use modelcommons_operator::controller::proposal::{reward_budget, spec_hash};
+    let stake = U256::from_str_radix(&p.spec.stake, 10).unwrap();
+    let (nonce, deadline, sig) = chain
+        .authorize(spec_hash(&p.spec), stake, reward_budget(&p.spec).unwrap())
+        .await;
+    p.spec.stake_authorization = Some(modelcommons_crds::proposal::StakeAuthorization {
+        signature: sig.to_string(),
+        deadline,
+        nonce,
+    });
 }
 
 /// Events the operator published about `name` with `reason`.

@@ -114,6 +114,69 @@ impl Chain {
         gov.delegate(me).mined().await;
     }
 
+    /// The proposer's signed authorization of `stake` and `reward_budget` for `spec_hash`:
+    /// (nonce, deadline, signature), valid for a day of chain time.
+    pub async fn authorize(
+        &self,
+        spec_hash: B256,
+        stake: U256,
+        reward_budget: U256,
+    ) -> (u64, u64, alloy::primitives::Bytes) {
+        static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let nonce = NONCE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let deadline = now(&self.anvil) + 86_400;
+        let key: PrivateKeySigner = DEV_KEYS[PROPOSER].parse().unwrap();
+        let terms = modelcommons_operator::ledger::proposal::StakeTerms {
+            spec_hash,
+            stake,
+            reward_budget,
+            nonce: U256::from(nonce),
+            deadline: U256::from(deadline),
+        };
+        let sig = self
+            .as_(PROPOSER)
+            .sign_stake_authorization(&self.suite, &key, &terms)
+            .await
+            .unwrap();
+        (nonce, deadline, sig.parse().unwrap())
+    }
+
+    /// A registration of `uid` the proposer authorized (no reward budget).
+    pub async fn registration(
+        &self,
+        uid: &str,
+        stake: U256,
+        quorum_bps: u16,
+        threshold_bps: u16,
+    ) -> ModelRegistry::Registration {
+        let spec_hash = B256::repeat_byte(0x5e);
+        let (nonce, deadline, signature) = self.authorize(spec_hash, stake, U256::ZERO).await;
+        ModelRegistry::Registration {
+            modelId: model_id(uid),
+            specHash: spec_hash,
+            proposer: Self::address(PROPOSER),
+            stake,
+            rewardBudget: U256::ZERO,
+            quorumBps: quorum_bps,
+            thresholdBps: threshold_bps,
+            nonce: U256::from(nonce),
+            deadline: U256::from(deadline),
+            signature,
+        }
+    }
+
+    /// The operator account may publish distributions itself (funding them from its own
+    /// balance), as only the registry may after bootstrap: for tests of the distributor alone.
+    pub async fn allow_direct_publishing(&self) {
+        let op = self.as_(OPERATOR);
+        let d = modelcommons_operator::ledger::bindings::RewardDistributor::new(
+            self.suite.distributor,
+            op.provider(),
+        );
+        let role = d.OPERATOR_ROLE().call().await.unwrap();
+        d.grantRole(role, Self::address(OPERATOR)).mined().await;
+    }
+
     /// The proposer approves the stake; the operator registers the proposal.
     pub async fn register(
         &self,
@@ -130,17 +193,10 @@ impl Chain {
         let op = self.as_(OPERATOR);
         let registry = ModelRegistry::new(self.suite.registry, op.provider());
         let id = model_id(uid);
-        registry
-            .register(
-                id,
-                B256::repeat_byte(0x5e),
-                Self::address(PROPOSER),
-                stake,
-                quorum_bps,
-                threshold_bps,
-            )
-            .mined()
+        let r = self
+            .registration(uid, stake, quorum_bps, threshold_bps)
             .await;
+        registry.register(r).mined().await;
         let m = registry.models(id).call().await.unwrap();
         assert_eq!(m.stake, stake);
         assert_eq!(m.proposer, Self::address(PROPOSER));
