@@ -137,6 +137,15 @@ impl World {
         self.ns.name()
     }
 
+    /// Waits until the world's own proposal has escrowed its stake (so that balances read
+    /// afterwards do not race its registration).
+    async fn registered(&self) {
+        wait(&self.mps, "clause-review", "Voting", |p| {
+            phase(p) == Some(ModelProposalPhase::Voting)
+        })
+        .await;
+    }
+
     async fn approve(&self) {
         approve(&self.chain, &self.mps, "clause-review").await;
     }
@@ -719,6 +728,7 @@ async fn proposal_reason(w: &World, name: &str) -> (Option<ModelProposalPhase>, 
 #[tokio::test]
 async fn a_tenant_cannot_stake_someone_elses_tokens() {
     let w = World::new("atk-stake").await;
+    w.registered().await;
     // The victim (the example's proposer) approved the registry for more than its own
     // proposal needs; a tenant names the victim as proposer of its own proposal.
     stake(&w.chain, open(500)).await;
@@ -754,6 +764,7 @@ async fn a_tenant_cannot_stake_someone_elses_tokens() {
 #[tokio::test]
 async fn a_proposal_cannot_lower_the_quorum_below_the_floor() {
     let w = World::new("atk-quorum").await;
+    w.registered().await;
     stake(&w.chain, open(100)).await;
     let mut p = proposal_spec(&w.chain, w.n(), "self-approved", open(100)).await;
     p.spec.governance.quorum_bps = Some(1);

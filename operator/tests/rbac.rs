@@ -108,7 +108,10 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
         ("delete", "modelproposals.modelcommons.dev"),
         ("create", "modelproposals.modelcommons.dev"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),
-        ("create", "rolebindings.rbac.authorization.k8s.io"),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+        ("bind", "roles.rbac.authorization.k8s.io"),
+        ("escalate", "roles.rbac.authorization.k8s.io"),
+        ("delete", "rolebindings.rbac.authorization.k8s.io"),
         ("impersonate", "serviceaccounts"),
         ("create", "namespaces"),
         ("patch", "nodes"),
@@ -243,10 +246,79 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
         .get("clause-review-lora-trainer")
         .await
         .unwrap();
+    // The trainer runs with a token of its own account, as its pods get it: it may report
+    // into its own job's status and into no other job's.
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let account = pod.service_account_name.clone().unwrap();
+    assert_eq!(account, "clause-review-lora-trainer");
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    let token = cluster
+        .kubectl()
+        .unwrap()
+        .args([
+            "create",
+            "token",
+            &account,
+            "--namespace",
+            n,
+            "--duration",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let trainer_kubeconfig = d.join("trainer.kubeconfig");
+    token_kubeconfig(
+        cluster.kubeconfig(),
+        String::from_utf8_lossy(&token.stdout).trim(),
+        &trainer_kubeconfig,
+    );
+    let trainer = format!("system:serviceaccount:{n}:{account}");
+    for (verb, what, want) in [
+        (
+            "patch",
+            "finetunejobs.modelcommons.dev/clause-review-lora",
+            "yes",
+        ),
+        ("patch", "finetunejobs.modelcommons.dev/another-job", "no"),
+        ("patch", "finetunejobs.modelcommons.dev", "no"),
+        ("list", "finetunejobs.modelcommons.dev", "no"),
+        ("get", "secrets", "no"),
+        ("create", "pods", "no"),
+    ] {
+        let mut args = vec![
+            "auth",
+            "can-i",
+            verb,
+            what,
+            "--namespace",
+            n,
+            "--as",
+            &trainer,
+        ];
+        if what.ends_with("/clause-review-lora") || what.ends_with("/another-job") {
+            args.extend(["--subresource", "status"]);
+        }
+        // The authorizer sees a new binding within moments: a "yes" is waited for.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let got = loop {
+            let out = cluster.kubectl().unwrap().args(&args).output().unwrap();
+            let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if got == want || std::time::Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert_eq!(got, want, "the trainer's account: can-i {verb} {what}");
+    }
     run_pod(
         &workspace_binary("modelcommons-trainer"),
         &job,
-        cluster.kubeconfig(),
+        &trainer_kubeconfig,
     )
     .await;
     wait(&ftjs, "clause-review-lora", "Succeeded", |f| {

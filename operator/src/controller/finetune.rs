@@ -408,7 +408,12 @@ pub fn trainer_job(
                 "spec": {
                     "restartPolicy": "Never",
                     "subdomain": name,
-                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "fsGroup": 65532},
+                    // The trainer reports under its own account, allowed to patch this job's
+                    // status and nothing else (see trainer_identity).
+                    "serviceAccountName": trainer_account(ftj),
+                    "automountServiceAccountToken": true,
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "fsGroup": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [{
                         "name": "trainer",
                         "image": spec.trainer_image.clone().unwrap_or_else(|| image.to_string()),
@@ -431,6 +436,31 @@ pub fn trainer_job(
         job["spec"]["ttlSecondsAfterFinished"] = json!(t);
     }
     job
+}
+
+/// The ServiceAccount the trainer pods of `ftj` run as (named as its Job).
+pub fn trainer_account(ftj: &FineTuneJob) -> String {
+    child_name(ftj)
+}
+
+/// The trainer's least-privilege identity: a ServiceAccount, and a Role (with its binding)
+/// that allows `patch` on this FineTuneJob's status alone (`resourceNames`) —
+/// what the trainer's progress and result reports need, and nothing of any other job.
+pub fn trainer_identity(ftj: &FineTuneJob) -> [serde_json::Value; 3] {
+    let ns = ftj.namespace().unwrap_or_default();
+    let name = trainer_account(ftj);
+    let labels = json!({LABEL_MANAGED_BY: "modelcommons-operator", LABEL_INSTANCE: ftj.name_any()});
+    let meta =
+        json!({"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner(ftj)]});
+    [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+            "rules": [{"apiGroups": ["modelcommons.dev"], "resources": ["finetunejobs/status"],
+                "resourceNames": [ftj.name_any()], "verbs": ["patch"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]}),
+    ]
 }
 
 fn owner(ftj: &FineTuneJob) -> serde_json::Value {
@@ -966,6 +996,19 @@ async fn apply_children(
             "selector": {LABEL_INSTANCE: ftj.name_any()},
             "ports": [{"name": "rendezvous", "port": 29500}]}
     }));
+    // The identity first, in order: the Job's pods are refused until the account exists,
+    // and a binding is checked against the Role it names (which must exist by then).
+    let [account, role, binding] = trainer_identity(ftj);
+    let account_name = trainer_account(ftj);
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(ctx.client.clone(), &ns)
+        .patch(&account_name, &pp, &Patch::Apply(&account))
+        .await?;
+    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(ctx.client.clone(), &ns)
+        .patch(&account_name, &pp, &Patch::Apply(&role))
+        .await?;
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(ctx.client.clone(), &ns)
+        .patch(&account_name, &pp, &Patch::Apply(&binding))
+        .await?;
     let (config, job) = (Patch::Apply(&config), Patch::Apply(&job));
     let (_, _, job) = futures::try_join!(
         configmaps.patch(&name, &pp, &config),
@@ -1209,6 +1252,46 @@ mod tests {
         assert!(trainer_image_allowed(&spec, &config).is_ok());
         spec.trainer_image = Some(config.trainer_image.clone());
         assert!(trainer_image_allowed(&spec, &super::super::Config::default()).is_ok());
+    }
+
+    #[test]
+    fn the_trainer_may_patch_its_own_jobs_status_and_nothing_else() {
+        let mut f: FineTuneJob = serde_yaml::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../examples/contract-review/04-finetune.yaml"),
+            )
+            .unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        f.metadata.uid = Some("uid-1".into());
+        let [account, role, binding] = trainer_identity(&f);
+        let name = trainer_account(&f);
+        assert_eq!(account["metadata"]["name"], json!(name));
+        assert_eq!(
+            role["rules"],
+            json!([{"apiGroups": ["modelcommons.dev"], "resources": ["finetunejobs/status"],
+                "resourceNames": [f.name_any()], "verbs": ["patch"]}])
+        );
+        assert_eq!(binding["roleRef"]["name"], json!(name));
+        assert_eq!(binding["subjects"][0]["name"], json!(name));
+        let job = trainer_job(
+            &f,
+            "trainer:1",
+            &Admitted {
+                dataset_version: 1,
+                dataset_root: None,
+                dataset_uri: "pvc://artifacts/d".into(),
+                targets: vec![],
+            },
+            false,
+        );
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], json!(name));
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            json!("RuntimeDefault")
+        );
     }
 
     #[test]
