@@ -287,16 +287,7 @@ async fn every_outcome_is_counted_exactly_and_explained() {
 
 #[tokio::test]
 async fn rewards_sum_to_the_pool_and_every_payee_can_prove_its_claim() {
-    let f = scenario().await;
-    let report = curate(
-        DATANET,
-        &scenario_spec(),
-        &f.manifest_text(),
-        &f.fetch(),
-        &Options::default(),
-    )
-    .await
-    .unwrap();
+    let (_f, report, _) = curated().await;
     let rewards = &report.rewards;
     let pool = U256::from(1_000_000_000_000_000_000_007u128);
     assert_eq!(rewards.pool, pool);
@@ -391,16 +382,7 @@ async fn the_same_inputs_give_byte_identical_outputs() {
 
 #[tokio::test]
 async fn the_dataset_root_can_be_recomputed_from_the_artifact_and_the_report() {
-    let f = scenario().await;
-    let report = curate(
-        DATANET,
-        &scenario_spec(),
-        &f.manifest_text(),
-        &f.fetch(),
-        &Options::default(),
-    )
-    .await
-    .unwrap();
+    let (_f, report, _) = curated().await;
     let lines: Vec<&str> = std::str::from_utf8(&report.dataset.jsonl)
         .unwrap()
         .lines()

@@ -183,6 +183,17 @@ pub enum Write {
     AlreadyDone,
 }
 
+/// Whether a publish reverted because the distribution exists (an earlier attempt won).
+fn distribution_exists(e: &alloy::contract::Error) -> bool {
+    e.as_decoded_interface_error::<RewardDistributor::RewardDistributorErrors>()
+        .is_some_and(|e| {
+            matches!(
+                e,
+                RewardDistributor::RewardDistributorErrors::DistributionExists(_)
+            )
+        })
+}
+
 /// A funded Merkle distribution (Datanet version, RLHF round or usage epoch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishDistribution {
@@ -354,15 +365,7 @@ impl Ledger {
                 .send()
                 .await
             },
-            |e| {
-                e.as_decoded_interface_error::<RewardDistributor::RewardDistributorErrors>()
-                    .is_some_and(|e| {
-                        matches!(
-                            e,
-                            RewardDistributor::RewardDistributorErrors::DistributionExists(_)
-                        )
-                    })
-            },
+            distribution_exists,
         )
         .await
     }
@@ -395,15 +398,7 @@ impl Ledger {
                 .send()
                 .await
             },
-            |e| {
-                e.as_decoded_interface_error::<RewardDistributor::RewardDistributorErrors>()
-                    .is_some_and(|e| {
-                        matches!(
-                            e,
-                            RewardDistributor::RewardDistributorErrors::DistributionExists(_)
-                        )
-                    })
-            },
+            distribution_exists,
         )
         .await
     }
