@@ -158,7 +158,16 @@ async fn a_model_deployment_serves_through_the_real_server() {
         .get("clause-review")
         .await
         .unwrap();
-    let c = dep.spec.unwrap().template.spec.unwrap().containers[0].clone();
+    let pod = dep.spec.unwrap().template.spec.unwrap();
+    // What PodSecurity `restricted` asks of the pod, and no API token.
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let psc = pod.security_context.clone().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let c = pod.containers[0].clone();
+    let sc = c.security_context.clone().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
     let args = c.args.unwrap();
     assert!(
         args.join(" ").contains(

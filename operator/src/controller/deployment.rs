@@ -245,7 +245,11 @@ pub fn server_deployment(
             "template": {
                 "metadata": {"labels": pod_labels},
                 "spec": {
-                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532},
+                    // The server needs no Kubernetes API: no token in a pod that serves
+                    // tenants' traffic.
+                    "automountServiceAccountToken": false,
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [{
                         "name": "server",
                         "image": image,
