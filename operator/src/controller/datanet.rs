@@ -1,17 +1,21 @@
 //! The Datanet controller and the curation Job it runs.
 //!
-//! The operator reads the contributions manifest (a ConfigMap key, or a `file://` /
-//! `http(s)://` URI) and takes its sha256: a manifest it has not published yet is a new
-//! version. It runs curation as a Job of its own image (`modelcommons-operator curate`), which
-//! fetches and checks every contribution (see [`crate::curate`]), writes the curated dataset
-//! and the curation report content-addressed to the artifact store, and reports the result as
-//! its termination message. The curation pod needs no Kubernetes API access at all (no service
-//! account token is mounted): its Datanet spec comes in an environment variable, a ConfigMap
-//! manifest as a mounted volume. The operator reads the result from the finished pod, keeps it
-//! in `status.curation`, then publishes the
-//! version on chain — a RewardDistributor distribution whose root is the reward root, funded
-//! with the pool — and the Datanet becomes `Ready` with counts by reason, both roots, the
-//! artifact URIs and the transaction. A bad contribution is an outcome, never a failure.
+//! The operator reads the contributions manifest (a ConfigMap key, an object-store or
+//! `http(s)://` URI, or `file://` under a dev host directory) and takes its canonical digest:
+//! a manifest whose entries it has not published yet is a new version. It runs curation as a
+//! Job of its own image (`modelcommons-operator curate`), which fetches and checks every
+//! contribution (see [`crate::curate`]), writes the curated dataset and the curation report
+//! content-addressed to the artifact store, and reports the result as its termination
+//! message. The curation pod needs no Kubernetes API access at all (no service account token
+//! is mounted): its Datanet spec comes in an environment variable, a ConfigMap manifest as a
+//! mounted volume. Nothing it reports is trusted: the operator takes the result only from a
+//! pod of its own Job running its own container, reads the report and the dataset back from
+//! the store by content address and recomputes them ([`crate::curate::verify`]), checks the
+//! pool against what is left of the mandate's reward budget, then publishes the version on
+//! chain — a RewardDistributor distribution of the recomputed reward root, funded with the
+//! pool from the mandate's escrow (`ModelRegistry.fundDistribution`) — and the Datanet
+//! becomes `Ready` with counts by reason, both roots, the artifact URIs and the transaction.
+//! A bad contribution is an outcome, never a failure.
 //!
 //! The curated dataset is a directory `sha256-<hex of dataset.jsonl>/` holding `dataset.jsonl`
 //! (every accepted record, in the order the dataset root commits to), and the split trainers
