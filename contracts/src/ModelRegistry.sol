@@ -111,7 +111,6 @@ contract ModelRegistry is AccessControl, Pausable, ReentrancyGuard, EIP712 {
     );
     event ModelRatified(bytes32 indexed modelId, address indexed proposer, uint256 refunded, uint256 rewardBudget);
     event RewardBudgetSpent(bytes32 indexed modelId, bytes32 indexed distribution, uint256 amount, uint256 spent);
-    event RewardBudgetReturned(bytes32 indexed modelId, uint256 amount);
     event GovernanceFloorsChanged(uint16 minQuorumBps, uint16 minThresholdBps);
     event ModelRejected(bytes32 indexed modelId, address indexed proposer, uint256 slashed, uint256 refunded);
     event ModelWithdrawn(bytes32 indexed modelId, address indexed proposer, uint256 slashed, uint256 refunded);
@@ -275,15 +274,6 @@ contract ModelRegistry is AccessControl, Pausable, ReentrancyGuard, EIP712 {
         open.forceApprove(address(distributor), total);
         distributor.publish(id, kind, root, contentRoot, total, deadline);
         emit RewardBudgetSpent(modelId, id, total, m.rewardSpent);
-    }
-
-    /// @notice Returns what a mandate has not spent to the treasury; only through governance.
-    function returnUnspentBudget(bytes32 modelId) external onlyRole(GOVERNANCE_ROLE) nonReentrant {
-        Model storage m = models[modelId];
-        uint256 rest = m.rewardBudget - m.rewardSpent;
-        m.rewardBudget = m.rewardSpent;
-        if (rest > 0) open.safeTransfer(treasury, rest);
-        emit RewardBudgetReturned(modelId, rest);
     }
 
     /// @notice Sets the lowest quorum and threshold proposals may ask for; only through

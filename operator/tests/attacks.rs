@@ -17,7 +17,8 @@
 //! Governance and mandates:
 //! - a proposal naming someone else (who approved the registry for their own) as proposer;
 //! - a proposal asking for a quorum and threshold of 1 basis point;
-//! - a Datanet pool beyond the mandate's reward budget.
+//! - a Datanet pool beyond the mandate's reward budget;
+//! - a proposal status forged to `Approved` while its vote is open.
 //!
 //! Workloads:
 //! - a FineTuneJob writing to `file:///var/lib/kubelet` (a host path of the node), one with a
@@ -817,4 +818,44 @@ async fn a_pool_beyond_the_mandates_reward_budget_is_not_paid() {
         "no curation runs for a pool nobody can pay"
     );
     assert!(warned(&w, "RewardBudgetExceeded").await);
+}
+
+#[tokio::test]
+async fn a_forged_proposal_status_funds_nothing() {
+    // The vote is open, nothing is ratified; the tenant writes `Approved` into the proposal's
+    // status (anyone with `patch modelproposals/status` can) to open the Datanet's gate.
+    let w = World::new("atk-mpstatus").await;
+    w.registered().await;
+    let before = w.balances().await;
+    w.mps
+        .patch_status(
+            "clause-review",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Approved"}})),
+        )
+        .await
+        .unwrap();
+    w.settle().await;
+    // Were a curation Job started, run it to see what would be paid.
+    let jobs = Api::<Job>::namespaced(w.client.clone(), w.n())
+        .list(&ListParams::default().labels(&format!("modelcommons.dev/instance={DATANET}")))
+        .await
+        .unwrap()
+        .items;
+    if let Some(j) = jobs.first() {
+        run_curation_pod(&w.client, curate_bin(), j).await;
+        w.settle().await;
+    }
+    assert_unmoved(before, w.balances().await, "a forged proposal status");
+    assert_eq!(w.published().await.0, B256::ZERO, "nothing published");
+    // The budget comes from the chain, where the mandate is not ratified: nothing to spend.
+    let why = ready_reason(&w.datanet().await.status.unwrap().conditions);
+    assert!(
+        why.starts_with("RewardBudgetExceeded") || why.starts_with("ProposalNotApproved"),
+        "{why}"
+    );
+    assert!(
+        jobs.is_empty(),
+        "no curation for a mandate the chain has not ratified"
+    );
 }

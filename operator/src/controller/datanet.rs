@@ -885,7 +885,7 @@ fn read_verified(
     }
     let dataset = std::fs::File::open(&dataset_path).map_err(|e| unreadable(&dataset_path, e))?;
     let report = curate::verify(
-        &r_datanet(dn),
+        &datanet_id(dn),
         &dn.spec,
         manifest,
         &curate::Options::default(),
@@ -921,7 +921,7 @@ fn read_verified(
     Ok(report)
 }
 
-fn r_datanet(dn: &Datanet) -> String {
+fn datanet_id(dn: &Datanet) -> String {
     format!("{}/{}", dn.namespace().unwrap_or_default(), dn.name_any())
 }
 
@@ -955,7 +955,7 @@ async fn over_budget(
         DatanetPhase::Failed,
         "RewardBudgetExceeded",
         format!(
-            "version {version}'s pool of {pool} OPEN base units is more than is left of ModelProposal {}'s reward budget ({left} of {budget}; {spent} spent): nothing is curated or paid. Lower spec.rewards.pool, or fund a new mandate through governance",
+            "version {version}'s pool of {pool} OPEN base units is more than is left of ModelProposal {}'s reward budget on chain ({left} of {budget}; {spent} spent; a budget is spendable once the vote has ratified it): nothing is curated or paid. Lower spec.rewards.pool, or fund a new mandate through governance",
             dn.spec.proposal_ref.name
         ),
     )))

@@ -403,14 +403,20 @@ impl Ledger {
         .await
     }
 
-    /// A ratified mandate's reward budget and what its pools have drawn: (budget, spent).
+    /// A mandate's reward budget and what its pools have drawn: (budget, spent) — as the
+    /// chain says, not a proposal's status. The budget is 0 until the vote has ratified the
+    /// mandate (only then is it escrowed and spendable).
     pub async fn reward_budget(&self, registry: Address, model: B256) -> Result<(U256, U256)> {
         let m = ModelRegistry::new(registry, &self.provider)
             .models(model)
             .call()
             .await
             .map_err(call_error("ModelRegistry", "models", registry))?;
-        Ok((m.rewardBudget, m.rewardSpent))
+        let ratified = m.status == 2;
+        Ok((
+            if ratified { m.rewardBudget } else { U256::ZERO },
+            m.rewardSpent,
+        ))
     }
 
     /// Records a training result once.
