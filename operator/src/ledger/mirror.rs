@@ -119,11 +119,26 @@ impl Ledger {
                 },
             )
             .await?;
-        let m = contract.models(id).call().await.map_err(call_error(
+        // A write found done by its revert ("ModelExists": another attempt won the race) can
+        // be answered by a node whose latest state does not show that attempt's record yet:
+        // read until it does (bounded), so the proposal id returned is never the zero of an
+        // unseen record.
+        let mut m = contract.models(id).call().await.map_err(call_error(
             "ModelRegistry",
             "models",
             registry,
         ))?;
+        for _ in 0..50 {
+            if !m.proposalId.is_zero() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            m = contract.models(id).call().await.map_err(call_error(
+                "ModelRegistry",
+                "models",
+                registry,
+            ))?;
+        }
         Ok(match write {
             Write::Written { tx } => Outcome::Written {
                 tx,
