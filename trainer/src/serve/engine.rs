@@ -260,9 +260,28 @@ pub fn run<B: Backend>(backend: &B, jobs: &Receiver<Job>, max_active: usize, rep
             active.extend(start(backend, job));
         }
         report(active.len(), queue.len());
-        active.retain_mut(|r| advance(backend, r));
+        // A generation's last event goes out only after the gauges stop counting it, so a
+        // client that reads the metrics right after its answer never sees itself as active.
+        let mut last = Vec::new();
+        active.retain_mut(|r| match advance(backend, r) {
+            Step::Continue => true,
+            Step::Over(event) => {
+                last.extend(event.map(|e| (r.events.clone(), e)));
+                false
+            }
+        });
         report(active.len(), queue.len());
+        for (events, event) in last {
+            let _ = events.send(event);
+        }
     }
+}
+
+/// What one decode step left to do.
+enum Step {
+    Continue,
+    /// The generation is over; the event to send it, if its client still listens.
+    Over(Option<Event>),
 }
 
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, JobError>) -> Result<T, JobError> {
@@ -335,10 +354,10 @@ fn start<B: Backend>(backend: &B, mut job: Job) -> Option<Running<B::Gen>> {
     })
 }
 
-/// One step; false when the generation is over (finished, failed or cancelled).
-fn advance<B: Backend>(backend: &B, r: &mut Running<B::Gen>) -> bool {
+/// One step of one generation.
+fn advance<B: Backend>(backend: &B, r: &mut Running<B::Gen>) -> Step {
     if r.events.is_closed() {
-        return false;
+        return Step::Over(None);
     }
     let step = || {
         backend
@@ -349,20 +368,18 @@ fn advance<B: Backend>(backend: &B, r: &mut Running<B::Gen>) -> bool {
         Ok(Some(text)) => {
             r.completion_tokens += 1;
             r.meter.token();
-            r.events.send(Event::Token(text)).is_ok()
+            if r.events.send(Event::Token(text)).is_ok() {
+                Step::Continue
+            } else {
+                Step::Over(None)
+            }
         }
-        Ok(None) => {
-            let _ = r.events.send(Event::Finished {
-                finish: backend.finish(&r.generation),
-                prompt_tokens: r.prompt_tokens,
-                completion_tokens: r.completion_tokens,
-            });
-            false
-        }
-        Err(e) => {
-            let _ = r.events.send(Event::Failed(e));
-            false
-        }
+        Ok(None) => Step::Over(Some(Event::Finished {
+            finish: backend.finish(&r.generation),
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+        })),
+        Err(e) => Step::Over(Some(Event::Failed(e))),
     }
 }
 
@@ -525,6 +542,31 @@ mod tests {
         );
         assert_eq!(drain(&mut rb).len(), 4);
         assert_eq!(*counts.0.lock().unwrap_or_else(|e| e.into_inner()), (3, 5));
+    }
+
+    /// A client that reads the gauges once it has its answer sees itself gone: the engine
+    /// reports the smaller count before it sends the last event.
+    #[test]
+    fn the_gauge_drops_before_the_answer_ends() {
+        let fake = Fake::default();
+        let (a, ra) = job("a", Some(2), Box::new(NoMeter));
+        let ra = Mutex::new(ra);
+        let log = Mutex::new(Vec::new());
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(a).unwrap_or_else(|e| panic!("{e}"));
+        drop(tx);
+        run(&fake, &rx, 8, &|active, _| {
+            let mut ra = ra.lock().unwrap_or_else(|e| e.into_inner());
+            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+            while let Ok(e) = ra.try_recv() {
+                log.push(format!("{e:?}"));
+            }
+            log.push(format!("active={active}"));
+        });
+        let log = log.into_inner().unwrap_or_else(|e| e.into_inner());
+        let finished = drain(&mut ra.into_inner().unwrap_or_else(|e| e.into_inner()));
+        assert!(matches!(finished[..], [Event::Finished { .. }]), "{finished:?} {log:?}");
+        assert_eq!(log.last().map(String::as_str), Some("active=0"), "{log:?}");
     }
 
     #[test]
