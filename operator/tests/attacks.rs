@@ -859,3 +859,101 @@ async fn a_forged_proposal_status_funds_nothing() {
         "no curation for a mandate the chain has not ratified"
     );
 }
+
+/// Training results: the trainer's report is the tenant's (its pod runs the tenant's job and
+/// may patch that job's status), so nothing in it decides an outcome. "forged" never trains:
+/// its output is the untrained base, and its status claims `exactMatch` 1.0; "loosened"
+/// trains four honest steps under job targets looser than the rubric (`loss <= 100`,
+/// `exactMatch >= 0`). Both are judged by the operator's own evaluation on held-out records
+/// against the proposal's rubric (`loss <= 2.5`, `exactMatch >= 0.6`): both miss it, and the
+/// chain records them as not passed, with the digest of the weights that were evaluated.
+#[tokio::test]
+async fn a_self_reported_metric_or_a_loosened_target_passes_nothing() {
+    use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
+    use modelcommons_operator::ledger::bindings::ModelRegistry;
+    use modelcommons_operator::ledger::ids::training_id;
+    let w = World::new("atk-train").await;
+    w.approve().await;
+    let before = w.balances().await;
+    w.honest_curation_pays_exactly_the_pool(before).await;
+    let after_curation = w.balances().await;
+    let dir = tempfile::tempdir_in(w.store.parent().unwrap()).unwrap();
+    let ftjs: Api<FineTuneJob> = Api::namespaced(w.client.clone(), w.n());
+    let mut forged = small_finetune(w.n(), &dir.path().join("forged"), 1, 4);
+    forged["metadata"]["name"] = json!("forged");
+    let mut loosened = small_finetune(w.n(), &dir.path().join("loosened"), 1, 4);
+    loosened["metadata"]["name"] = json!("loosened");
+    loosened["spec"]["targets"] = json!([
+        {"name": "loss", "direction": "Minimize", "threshold": "100"},
+        {"name": "exactMatch", "direction": "Maximize", "threshold": "0"}]);
+    for f in [forged, loosened] {
+        ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
+            .await
+            .unwrap();
+    }
+    for name in ["forged", "loosened"] {
+        wait(&ftjs, name, "its trainer Job", |f| {
+            f.status.as_ref().is_some_and(|s| s.job_name.is_some())
+        })
+        .await;
+    }
+    // "forged": the base copied as the "trained" model, and a report no training made.
+    let out = dir.path().join("forged/out");
+    std::fs::create_dir_all(&out).unwrap();
+    for f in std::fs::read_dir(dir.path().join("forged/base")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), out.join(f.file_name())).unwrap();
+    }
+    ftjs.patch_status(
+        "forged",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"result": {
+            "modelDigest": format!("sha256:{}", "ab".repeat(32)),
+            "modelUri": format!("file://{}", out.display()),
+            "metrics": [{"name": "loss", "value": "0.01"}, {"name": "exactMatch", "value": "1.0"}],
+            "targetsMet": true}}})),
+    )
+    .await
+    .unwrap();
+    // "loosened": the real trainer, four steps.
+    run_pod(
+        &modelcommons_testbed::workspace_binary("modelcommons-trainer"),
+        &job_of(&w.client, w.n(), "loosened").await,
+        &cluster().await.unwrap().kubeconfig().to_path_buf(),
+    )
+    .await;
+    let registry = ModelRegistry::new(
+        w.chain.suite.registry,
+        w.chain.as_(OPERATOR).provider().clone(),
+    );
+    for name in ["forged", "loosened"] {
+        let f = wait(&ftjs, name, "judged and recorded", |f| {
+            f.status.as_ref().is_some_and(|s| {
+                matches!(
+                    s.phase,
+                    Some(FineTuneJobPhase::Succeeded | FineTuneJobPhase::TargetsMissed)
+                ) && s.chain.is_some()
+            })
+        })
+        .await;
+        let st = f.status.clone().unwrap();
+        assert_eq!(
+            st.phase,
+            Some(FineTuneJobPhase::TargetsMissed),
+            "{name}: {:?}",
+            st.conditions
+        );
+        let msg = ready_reason(&st.conditions);
+        assert!(
+            msg.contains("exactMatch") && msg.contains("0.6"),
+            "{name}: judged by the rubric: {msg}"
+        );
+        let rec = registry
+            .trainings(training_id(&f.uid().unwrap(), f.metadata.generation.unwrap()))
+            .call()
+            .await
+            .unwrap();
+        assert!(!rec.passed, "{name}: recorded as not passed");
+    }
+    assert_eq!(w.balances().await, after_curation, "no token moved");
+}
