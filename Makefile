@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 DEPS = eval "$$(hack/deps.sh)"
 
-.PHONY: help deps test demo lint crds deploy contracts cluster-up cluster-down bench bench-gas bench-trainer bench-operator selftest clean
+.PHONY: help deps test demo lint examples crds deploy contracts cluster-up cluster-down bench bench-gas bench-trainer bench-operator selftest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -16,6 +16,11 @@ test: ## install, check generated files, lint, and run every test against real p
 
 lint: ## rustfmt and clippy
 	$(DEPS) && cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings
+
+examples: ## regenerate the example's reviewed clauses and sign them with the dev keys
+	$(DEPS) && cargo build -q -p modelcommons-operator --bin modelcommons \
+	  && python3 examples/contract-review/generate.py \
+	  && MODELCOMMONS_BIN="$${CARGO_TARGET_DIR:-target}/debug/modelcommons" examples/contract-review/sign-contributions.sh
 
 crds: ## regenerate the CRD YAML from the Rust types
 	$(DEPS) && cargo run -q -p modelcommons-crds --bin crdgen -- --write

@@ -14,6 +14,7 @@ step "generated files are up to date"
 node contracts/build.js --check
 cargo run -q -p modelcommons-crds --bin crdgen -- --check
 hack/render-deploy.sh --check
+python3 examples/contract-review/generate.py --check
 
 step "format and lints"
 cargo fmt --all --check

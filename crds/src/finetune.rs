@@ -26,7 +26,8 @@ use crate::common::{LocalRef, MetricTarget, MetricValue};
     printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress.percent"}"#,
     printcolumn = r#"{"name":"Loss","type":"string","jsonPath":".status.progress.loss"}"#,
     printcolumn = r#"{"name":"ETA","type":"string","jsonPath":".status.progress.eta"}"#,
-    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.result.modelDigest","priority":1}"#,
+    printcolumn = r#"{"name":"Met","type":"boolean","jsonPath":".status.evaluation.targetsMet"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.evaluation.modelDigest","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -370,19 +371,52 @@ pub struct Progress {
     pub last_update_time: Option<Time>,
 }
 
-/// The trained model and how it scored.
+/// What the trainer reported about its own run. Informational only: nothing here decides
+/// whether the job succeeds or is recorded on chain (see `evaluation`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainResult {
-    /// sha256 of the output weights.
+    /// sha256 of the output weights, as the trainer computed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_digest: Option<String>,
     /// Where the model was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_uri: Option<String>,
-    /// The evaluation metrics on the held-out split.
+    /// The trainer's own metrics on its validation split (`train/eval.jsonl`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricValue>,
+    /// Whether every target was met by those metrics, as the trainer judged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets_met: Option<bool>,
+}
+
+/// The operator's evaluation of the trained model: run with the operator's own trainer image,
+/// in the operator's namespace, on the Datanet version's held-out records (`holdout.jsonl`,
+/// which the trainer pod never mounts). Its metrics decide `Succeeded` and go on chain.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Evaluation {
+    /// The evaluation Job (in the operator's namespace, `namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// The namespace the evaluation ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Held-out records evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub examples: Option<u32>,
+    /// sha256 of the weights that were evaluated (what is recorded on chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_digest: Option<String>,
+    /// The metrics of the trained model, by rubric name (`loss`, `exactMatch`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricValue>,
+    /// The same metrics of the base model on the same records: what fine-tuning changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline: Vec<MetricValue>,
+    /// The targets judged: the proposal's rubric, tightened by the job's own targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<MetricTarget>,
     /// Whether every target was met.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets_met: Option<bool>,
@@ -410,9 +444,12 @@ pub struct FineTuneJobStatus {
     /// Live progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
-    /// The result, once evaluated.
+    /// What the trainer reported (informational; written by the trainer pod).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<TrainResult>,
+    /// The operator's evaluation on held-out data: what decides the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
     /// GPU-hours used so far, as a decimal string; charged to the proposal's budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_hours_used: Option<String>,

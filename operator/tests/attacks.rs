@@ -23,6 +23,11 @@
 //! Workloads:
 //! - a FineTuneJob writing to `file:///var/lib/kubelet` (a host path of the node), one with a
 //!   trainer image the operator does not run, and a ModelDeployment serving from a host path.
+//!
+//! Training results:
+//! - a trainer report with forged metrics (the output is the untrained base), and job targets
+//!   looser than the proposal's rubric — judged by the operator's own evaluation on held-out
+//!   records, against the rubric.
 
 #![allow(clippy::unwrap_used)]
 
@@ -873,6 +878,7 @@ async fn a_self_reported_metric_or_a_loosened_target_passes_nothing() {
     use modelcommons_operator::ledger::bindings::ModelRegistry;
     use modelcommons_operator::ledger::ids::training_id;
     let w = World::new("atk-train").await;
+    trusted(&w.client).await;
     w.approve().await;
     let before = w.balances().await;
     w.honest_curation_pays_exactly_the_pool(before).await;
@@ -919,9 +925,12 @@ async fn a_self_reported_metric_or_a_loosened_target_passes_nothing() {
     run_pod(
         &modelcommons_testbed::workspace_binary("modelcommons-trainer"),
         &job_of(&w.client, w.n(), "loosened").await,
-        &cluster().await.unwrap().kubeconfig().to_path_buf(),
+        cluster().await.unwrap().kubeconfig(),
     )
     .await;
+    for name in ["forged", "loosened"] {
+        run_evaluation_pod(&w.client, &ftjs, name, TRUSTED).await;
+    }
     let registry = ModelRegistry::new(
         w.chain.suite.registry,
         w.chain.as_(OPERATOR).provider().clone(),
@@ -949,11 +958,26 @@ async fn a_self_reported_metric_or_a_loosened_target_passes_nothing() {
             "{name}: judged by the rubric: {msg}"
         );
         let rec = registry
-            .trainings(training_id(&f.uid().unwrap(), f.metadata.generation.unwrap()))
+            .trainings(training_id(
+                &f.uid().unwrap(),
+                f.metadata.generation.unwrap(),
+            ))
             .call()
             .await
             .unwrap();
         assert!(!rec.passed, "{name}: recorded as not passed");
+        let ev = st.evaluation.clone().unwrap();
+        assert_eq!(
+            rec.modelDigest.to_string().trim_start_matches("0x"),
+            ev.model_digest.unwrap().trim_start_matches("sha256:"),
+            "{name}: the chain has the digest of the weights evaluated"
+        );
     }
+    // The forged digest went nowhere; the evaluated one is the base's own.
+    let forged = ftjs.get("forged").await.unwrap().status.unwrap();
+    assert_ne!(
+        forged.evaluation.unwrap().model_digest.unwrap(),
+        format!("sha256:{}", "ab".repeat(32))
+    );
     assert_eq!(w.balances().await, after_curation, "no token moved");
 }

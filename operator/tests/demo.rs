@@ -22,6 +22,8 @@ fn the_demo_runs_to_a_chat_completion() {
         "ModelProposal    clause-review          Approved",
         "Datanet          clause-review-data     Ready          Published",
         "FineTuneJob      clause-review-lora     Succeeded      TargetsMet",
+        // The operator's own evaluation on held-out records, the base model beside it.
+        "held-out records: 40; base model loss",
         "ModelDeployment  clause-review          Ready          Serving",
         "HTTP 200",
         "cleaning up",

@@ -1,10 +1,13 @@
 //! The FineTuneJob controller on the real control plane: gates hold a job `Pending` with the
 //! reason and release it by themselves; the trainer Job, its ConfigMap and labels are created
 //! with owner references; kwok runs the pod while this test plays the kubelet by running the
-//! real trainer binary with the pod's args and env; the result the trainer reports is judged
-//! against the targets → `Succeeded` or `TargetsMissed`. A job with a Kueue queue waits
-//! suspended in `Queued`.
+//! real trainer binary with the pod's args and env; once it reports, the operator evaluates
+//! the output in its trusted namespace (this test plays that pod too) and judges the held-out
+//! metrics against the proposal's rubric tightened by the job's targets → `Succeeded` or
+//! `TargetsMissed`. A job with a Kueue queue waits suspended in `Queued`.
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -149,27 +152,45 @@ async fn gates_children_and_phases_of_a_finetune_job() {
     let n = ns.name();
     let dir = tempfile::tempdir().unwrap();
     init_base(&dir.path().join("base"));
-    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    // A curated dataset's layout: the trainer's train/ and the held-out records beside it.
+    std::fs::create_dir_all(dir.path().join("data/train")).unwrap();
     let rows: Vec<String> = (0..48)
         .map(|i| json!({"prompt": format!("Clause {i}: the supplier shall {}", if i % 2 == 0 { "indemnify" } else { "notify" }),
                         "completion": if i % 2 == 0 { " high" } else { " low" }}).to_string())
         .collect();
-    std::fs::write(dir.path().join("data/train.jsonl"), rows.join("\n")).unwrap();
-    std::fs::write(dir.path().join("data/eval.jsonl"), rows[..8].join("\n")).unwrap();
+    std::fs::write(
+        dir.path().join("data/train/train.jsonl"),
+        rows[8..].join("\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("data/train/eval.jsonl"),
+        rows[..4].join("\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("data/holdout.jsonl"), rows[4..8].join("\n")).unwrap();
+    common::lifecycle::trusted(&client).await;
 
     let proposals: Api<ModelProposal> = Api::namespaced(client.clone(), n);
     let datanets: Api<Datanet> = Api::namespaced(client.clone(), n);
     let ftjs: Api<FineTuneJob> = Api::namespaced(client.clone(), n);
     let jobs: Api<Job> = Api::namespaced(client.clone(), n);
+    // A rubric 12 steps meet (`loss <= 100`): "easy" adds nothing to it, "hard" tightens it
+    // (`loss <= 0.0001`) and misses.
+    let mut proposal: ModelProposal = example("01-proposal.yaml", n);
+    proposal.spec.mandate.evaluation.metrics = serde_json::from_value(
+        json!([{"name": "loss", "direction": "Minimize", "threshold": "100"}]),
+    )
+    .unwrap();
     proposals
-        .create(&PostParams::default(), &example("01-proposal.yaml", n))
+        .create(&PostParams::default(), &proposal)
         .await
         .unwrap();
     datanets
         .create(&PostParams::default(), &example("03-datanet.yaml", n))
         .await
         .unwrap();
-    let easy = json!([{"name": "loss", "direction": "Minimize", "threshold": "100"}]);
+    let easy = json!([{"name": "loss", "direction": "Minimize", "threshold": "1000"}]);
     let hard = json!([{"name": "loss", "direction": "Minimize", "threshold": "0.0001"}]);
     for (name, targets, queue) in [
         ("easy", easy, None),
@@ -189,6 +210,7 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         recheck: Duration::from_secs(2),
         result_grace: Duration::from_secs(120),
         dev_host_dirs: vec![dir.path().to_path_buf()],
+        trusted_namespace: common::lifecycle::TRUSTED.into(),
         ..Config::default()
     };
     let controller = tokio::spawn(finetune::run(Context::new(client.clone(), config)));
@@ -284,13 +306,40 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         let job = jobs.get(&format!("{name}-trainer")).await.unwrap();
         run_trainer_pod(&job, cluster.kubeconfig()).await;
     }
+    // The trainer's report alone decides nothing: the operator's evaluation runs.
+    let f = wait_for(&ftjs, "easy", "the evaluation", |f| {
+        reason(f, "Ready").as_deref() == Some("Evaluating")
+    })
+    .await;
+    assert_eq!(phase(&f), Some(FineTuneJobPhase::Evaluating));
+    for name in ["easy", "hard"] {
+        common::lifecycle::run_evaluation_pod(&client, &ftjs, name, common::lifecycle::TRUSTED)
+            .await;
+    }
     let f = wait_for(&ftjs, "easy", "Succeeded", |f| {
         phase(f) == Some(FineTuneJobPhase::Succeeded)
     })
     .await;
     let st = f.status.clone().unwrap();
-    assert_eq!(st.result.as_ref().unwrap().targets_met, Some(true));
-    assert!(st.result.as_ref().unwrap().model_digest.is_some());
+    let ev = st.evaluation.clone().unwrap();
+    assert_eq!(ev.targets_met, Some(true));
+    assert_eq!(ev.examples, Some(4), "the four held-out records");
+    assert_eq!(
+        ev.model_digest
+            .as_deref()
+            .map(|d| d.trim_start_matches("sha256:")),
+        st.result
+            .as_ref()
+            .unwrap()
+            .model_digest
+            .as_deref()
+            .map(|d| d.trim_start_matches("sha256:")),
+        "the evaluated weights are the ones the trainer wrote"
+    );
+    assert!(ev.baseline.iter().any(|m| m.name == "loss"));
+    // A job target looser than the rubric changes nothing of it.
+    assert_eq!(ev.targets.len(), 1);
+    assert_eq!(ev.targets[0].threshold, "100");
     assert_eq!(reason(&f, "Ready").as_deref(), Some("TargetsMet"));
     assert!(st.gpu_hours_used.is_some());
     let f = wait_for(&ftjs, "hard", "TargetsMissed", |f| {
@@ -328,7 +377,7 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         &cm.get("queued-trainer").await.unwrap().data.unwrap()["targets.json"],
     )
     .unwrap();
-    assert_eq!(targets.as_array().unwrap().len(), 2);
+    assert_eq!(targets.as_array().unwrap().len(), 1);
 
     // A settled job is left alone: no further writes.
     let rv = ftjs.get("easy").await.unwrap().metadata.resource_version;

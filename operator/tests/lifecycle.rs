@@ -279,6 +279,7 @@ async fn the_lifecycle_runs_end_to_end() {
     // Version 2 of the Datanet is read from S3 (a real S3 server); the operator reads its
     // manifest with the settings of its own environment.
     let s3 = stores::s3().await;
+    trusted(&client).await;
     let mut ctx = context(&client, n, &chain, &store);
     let config = std::sync::Arc::make_mut(&mut ctx.config);
     config.objects = s3.fetch();
@@ -397,12 +398,29 @@ async fn the_lifecycle_runs_end_to_end() {
     assert_eq!(chain.balance(alice).await, before + claim.payout.amount);
     assert!(!claim.payout.amount.is_zero());
     let dataset = path_of(st.dataset_uri.as_ref().unwrap());
-    for f in ["dataset.jsonl", "train.jsonl", "eval.jsonl"] {
+    for f in [
+        "dataset.jsonl",
+        "holdout.jsonl",
+        "train/train.jsonl",
+        "train/eval.jsonl",
+    ] {
         assert!(dataset.join(f).is_file(), "{f}");
     }
 
-    // 3. Fine-tuning on version 1 with the real trainer; the result goes on chain.
-    let f = small_finetune(n, dir.path(), 1, 8);
+    // The trainer's directory holds no held-out record: those are the operator's.
+    let holdout = std::fs::read_to_string(dataset.join("holdout.jsonl")).unwrap();
+    let train = std::fs::read_to_string(dataset.join("train/train.jsonl")).unwrap()
+        + &std::fs::read_to_string(dataset.join("train/eval.jsonl")).unwrap();
+    assert!(
+        holdout.lines().count() >= 30,
+        "a held-out split of the generated clauses"
+    );
+    assert!(holdout.lines().all(|l| !train.contains(l)));
+
+    // 3. Fine-tuning on version 1 with the real trainer, judged by the operator's own
+    // evaluation on the held-out records against the proposal's rubric; the result goes on
+    // chain.
+    let f = small_finetune(n, dir.path(), 1, 300);
     let ftjs: Api<FineTuneJob> = Api::namespaced(client.clone(), n);
     ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
         .await
@@ -415,24 +433,79 @@ async fn the_lifecycle_runs_end_to_end() {
         .get("clause-review-lora-trainer")
         .await
         .unwrap();
+    let mounts: Vec<String> = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter_map(|v| v.host_path.map(|h| h.path))
+        .collect();
+    assert!(
+        mounts.contains(&format!("{}/train", dataset.display()))
+            && !mounts.contains(&dataset.display().to_string()),
+        "the trainer mounts the dataset's train/ only: {mounts:?}"
+    );
     run_pod(
         &workspace_binary("modelcommons-trainer"),
         &job,
         cluster.kubeconfig(),
     )
     .await;
+    let eval = run_evaluation_pod(&client, &ftjs, "clause-review-lora", TRUSTED).await;
     let f = wait(&ftjs, "clause-review-lora", "Succeeded", |f| {
         f.status.as_ref().and_then(|s| s.phase) == Some(FineTuneJobPhase::Succeeded)
     })
     .await;
     let fst = f.status.clone().unwrap();
+    // The rubric (loss <= 2.5, exactMatch >= 0.6) on the held-out records: the untrained base
+    // misses it, the trained model meets it.
+    let ev = fst.evaluation.clone().unwrap();
+    let metric = |m: &[modelcommons_crds::common::MetricValue], name: &str| -> f64 {
+        m.iter()
+            .find(|v| v.name == name)
+            .unwrap()
+            .value
+            .parse()
+            .unwrap()
+    };
+    let (base_loss, base_em) = (
+        metric(&ev.baseline, "loss"),
+        metric(&ev.baseline, "exactMatch"),
+    );
+    let (loss, em) = (
+        metric(&ev.metrics, "loss"),
+        metric(&ev.metrics, "exactMatch"),
+    );
+    eprintln!(
+        "held-out evaluation ({} records): base loss {base_loss:.3} exactMatch {base_em:.3}; trained loss {loss:.3} exactMatch {em:.3}",
+        ev.examples.unwrap()
+    );
+    assert!(
+        base_loss > 2.5 && base_em < 0.6,
+        "the base model misses the rubric"
+    );
+    assert!(loss <= 2.5 && em >= 0.6, "the trained model meets it");
+    assert_eq!(ev.targets_met, Some(true));
+    assert_eq!(ev.namespace.as_deref(), Some(TRUSTED));
+    assert_eq!(
+        eval["examples"].as_u64(),
+        Some(u64::from(ev.examples.unwrap()))
+    );
+    assert!(ready_reason(&fst.conditions).starts_with("TargetsMet"));
     assert!(
         fst.chain
             .as_ref()
             .and_then(|c| c.tx_hash.as_ref())
             .is_some()
     );
-    let digest = fst.result.as_ref().unwrap().model_digest.clone().unwrap();
+    let digest = ev.model_digest.clone().unwrap();
     let registry = ModelRegistry::new(chain.suite.registry, chain.as_(OPERATOR).provider().clone());
     let rec = registry
         .trainings(training_id(

@@ -233,7 +233,7 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
     })
     .await;
 
-    let f = small_finetune(n, d, 2, 4);
+    let f = small_finetune(n, d, 2, 300);
     let ftjs: Api<FineTuneJob> = Api::namespaced(client.clone(), n);
     ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
         .await
@@ -321,6 +321,9 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
         &trainer_kubeconfig,
     )
     .await;
+    // The operator evaluates in its own namespace (here the release namespace, its default):
+    // creating that Job and reading its pod are within the chart's rules.
+    run_evaluation_pod(&client, &ftjs, "clause-review-lora", n).await;
     wait(&ftjs, "clause-review-lora", "Succeeded", |f| {
         f.status
             .as_ref()

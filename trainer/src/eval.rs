@@ -206,6 +206,10 @@ pub struct EvalArgs {
     /// Where to write the JSON result (also printed).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Also evaluate this model (e.g. the base before fine-tuning) on the same data, as
+    /// `baseline` in the result: what the fine-tuning changed.
+    #[arg(long)]
+    pub baseline: Option<std::path::PathBuf>,
     /// auto, cpu, or cuda[:N].
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -262,18 +266,26 @@ pub fn load_any(dir: &std::path::Path, device: tch::Device) -> anyhow::Result<(L
 /// Runs `eval`: returns the JSON result.
 pub fn run(args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
     let device = crate::train::parse_device(&args.device)?;
-    let (model, tok) = load_any(&args.model, device)?;
-    let examples = data::load_sft(&args.data, &tok, args.max_seq_len)?;
-    let m = evaluate(&model, &tok, &examples, args.batch_size)?;
-    let n = m.examples;
-    let metrics = m.into_map();
+    let measure =
+        |dir: &std::path::Path| -> anyhow::Result<(usize, BTreeMap<String, f64>, String)> {
+            let (model, tok) = load_any(dir, device)?;
+            let examples = data::load_sft(&args.data, &tok, args.max_seq_len)?;
+            let m = evaluate(&model, &tok, &examples, args.batch_size)?;
+            Ok((m.examples, m.into_map(), crate::train::weights_digest(dir)?))
+        };
+    let (n, metrics, digest) = measure(&args.model)?;
     let verdicts = judge(&metrics, &args.targets);
-    let result = serde_json::json!({
+    let mut result = serde_json::json!({
         "examples": n,
         "metrics": metrics,
+        "modelDigest": digest,
         "targets": verdicts,
         "targetsMet": verdicts.iter().all(|v| v.met),
     });
+    if let Some(base) = &args.baseline {
+        let (_, metrics, digest) = measure(base)?;
+        result["baseline"] = serde_json::json!({"metrics": metrics, "modelDigest": digest});
+    }
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&result)? + "\n")
             .with_context(|| format!("writing {}", out.display()))?;

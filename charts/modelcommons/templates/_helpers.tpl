@@ -58,3 +58,7 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{- define "modelcommons.trustedNamespace" -}}
+{{- default .Release.Namespace .Values.evaluation.namespace -}}
+{{- end -}}

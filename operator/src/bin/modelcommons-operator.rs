@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controllers.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Curate one Datanet version (what the curation Job runs).
     Curate(CurateCli),
     /// Deploy the contract suite to a (dev) chain and write the addresses file `run` reads.
@@ -135,6 +135,10 @@ struct RunArgs {
         value_delimiter = ','
     )]
     allowed_trainer_image: Vec<String>,
+    /// The namespace the operator's trusted steps run in (the evaluation of trained models):
+    /// one tenants cannot exec into or read (default: POD_NAMESPACE, the operator's own).
+    #[arg(long, env = "MODELCOMMONS_TRUSTED_NAMESPACE")]
+    trusted_namespace: Option<String>,
     /// Metrics (`/metrics`) and health (`/healthz`, `/readyz`) address.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -223,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", modelcommons_crds::crds_yaml()?);
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Curate(args) => curate(args).await,
         Command::Bootstrap(args) => bootstrap(args).await,
     }
@@ -387,6 +391,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             egress: modelcommons_operator::curate::Egress::allowing(&args.fetch_allow),
             dev_host_dirs: args.dev_host_dir.clone(),
+            trusted_namespace: args
+                .trusted_namespace
+                .clone()
+                .unwrap_or_else(|| args.lease_namespace.clone()),
         },
     );
     if let Some(h) = connect_ledger(&args).await? {

@@ -18,9 +18,11 @@
 //! A bad contribution is an outcome, never a failure.
 //!
 //! The curated dataset is a directory `sha256-<hex of dataset.jsonl>/` holding `dataset.jsonl`
-//! (every accepted record, in the order the dataset root commits to), and the split trainers
-//! read: `eval.jsonl` (every tenth record, or the last one when there are fewer than ten) and
-//! `train.jsonl` (the rest).
+//! (every accepted record, in the order the dataset root commits to), `holdout.jsonl` (every
+//! fifth record: what the operator's evaluation judges trained models on) and `train/`, the
+//! only part a trainer pod mounts: `train.jsonl` and its own validation split `eval.jsonl`
+//! (see [`split`]). The operator checks all three against the verified `dataset.jsonl`
+//! before it publishes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,28 +64,147 @@ pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 /// Distribution kind of a Datanet version (RewardDistributor.Kind.Datanet).
 const KIND_DATANET: u8 = 0;
 
-/// Splits curated JSONL into (train, eval): every tenth record goes to eval, or the last one
-/// when there are fewer than ten (and at least two).
-pub fn split(jsonl: &[u8]) -> (Vec<u8>, Vec<u8>) {
+/// The files of a curated dataset directory, derived from `dataset.jsonl` alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// `holdout.jsonl`: what the operator's evaluation judges the trained model on — every
+    /// fifth record (the last one when there are fewer than five, and at least two). Beside
+    /// the trainer's directory, never in it.
+    pub holdout: Vec<u8>,
+    /// `train/train.jsonl`: what the trainer learns from (the records not held out, less its
+    /// validation records).
+    pub train: Vec<u8>,
+    /// `train/eval.jsonl`: the trainer's own validation records — every tenth of the records
+    /// not held out (the last one when there are fewer than ten, and at least two).
+    pub eval: Vec<u8>,
+}
+
+/// The trainer's subdirectory of a curated dataset directory: all a trainer pod mounts.
+pub const TRAIN_DIR: &str = "train";
+/// The held-out file of a curated dataset directory.
+pub const HOLDOUT_FILE: &str = "holdout.jsonl";
+
+/// Splits curated JSONL (see [`Split`]); deterministic, so the operator recomputes it.
+pub fn split(jsonl: &[u8]) -> Split {
+    fn every(n: usize, k: usize) -> impl Fn(usize) -> bool {
+        move |i| {
+            if n >= k {
+                i % k == k - 1
+            } else {
+                n >= 2 && i == n - 1
+            }
+        }
+    }
     let lines: Vec<&[u8]> = jsonl
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
-    let n = lines.len();
-    let to_eval = |i: usize| {
-        if n >= 10 {
-            i % 10 == 9
+    let push = |out: &mut Vec<u8>, l: &[u8]| {
+        out.extend_from_slice(l);
+        out.push(b'\n');
+    };
+    let held = every(lines.len(), 5);
+    let mut out = Split {
+        holdout: Vec::new(),
+        train: Vec::new(),
+        eval: Vec::new(),
+    };
+    let mut rest = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if held(i) {
+            push(&mut out.holdout, l);
+        } else {
+            rest.push(*l);
+        }
+    }
+    let validation = every(rest.len(), 10);
+    for (i, l) in rest.into_iter().enumerate() {
+        push(
+            if validation(i) {
+                &mut out.eval
+            } else {
+                &mut out.train
+            },
+            l,
+        );
+    }
+    out
+}
+
+enum SplitError {
+    Io(PathBuf, std::io::Error),
+    Differs(&'static str),
+}
+
+/// Whether the split files of the curated dataset directory `dir` are exactly [`split`] of
+/// its `dataset.jsonl` — streamed, line by line, so a large dataset is never held in memory.
+fn split_matches(dir: &Path) -> Result<(), SplitError> {
+    use std::io::BufRead;
+    let open =
+        |p: PathBuf| -> Result<std::io::Lines<std::io::BufReader<std::fs::File>>, SplitError> {
+            std::fs::File::open(&p)
+                .map(|f| std::io::BufReader::new(f).lines())
+                .map_err(|e| SplitError::Io(p, e))
+        };
+    let records = |p: PathBuf| -> Result<usize, SplitError> {
+        let mut n = 0;
+        for l in open(p.clone())? {
+            n += usize::from(!l.map_err(|e| SplitError::Io(p.clone(), e))?.is_empty());
+        }
+        Ok(n)
+    };
+    let n = records(dir.join("dataset.jsonl"))?;
+    let held_count = if n >= 5 { n / 5 } else { usize::from(n >= 2) };
+    let held = |i: usize| {
+        if n >= 5 {
+            i % 5 == 4
         } else {
             n >= 2 && i == n - 1
         }
     };
-    let (mut train, mut eval) = (Vec::new(), Vec::new());
-    for (i, l) in lines.into_iter().enumerate() {
-        let out = if to_eval(i) { &mut eval } else { &mut train };
-        out.extend_from_slice(l);
-        out.push(b'\n');
+    let m = n - held_count;
+    let validates = |r: usize| {
+        if m >= 10 {
+            r % 10 == 9
+        } else {
+            m >= 2 && r == m - 1
+        }
+    };
+    let files = [
+        (dir.join(HOLDOUT_FILE), "holdout.jsonl"),
+        (dir.join(TRAIN_DIR).join("train.jsonl"), "train/train.jsonl"),
+        (dir.join(TRAIN_DIR).join("eval.jsonl"), "train/eval.jsonl"),
+    ];
+    let mut readers = Vec::new();
+    for (p, _) in &files {
+        readers.push(open(p.clone())?);
     }
-    (train, eval)
+    let (mut i, mut rest) = (0, 0);
+    let dataset_path = dir.join("dataset.jsonl");
+    for line in open(dataset_path.clone())? {
+        let line = line.map_err(|e| SplitError::Io(dataset_path.clone(), e))?;
+        if line.is_empty() {
+            continue;
+        }
+        let k = if held(i) {
+            0
+        } else {
+            rest += 1;
+            if validates(rest - 1) { 2 } else { 1 }
+        };
+        i += 1;
+        match readers[k].next() {
+            Some(Ok(got)) if got == line => {}
+            Some(Err(e)) => return Err(SplitError::Io(files[k].0.clone(), e)),
+            _ => return Err(SplitError::Differs(files[k].1)),
+        }
+    }
+    for (k, r) in readers.iter_mut().enumerate() {
+        if r.next().is_some() {
+            return Err(SplitError::Differs(files[k].1));
+        }
+    }
+    Ok(())
 }
 
 fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -132,10 +253,13 @@ pub fn write_artifacts(
     let digest = crate::contribution::sha256_hex(&report.dataset.jsonl);
     let data_dir = dir.join(format!("sha256-{digest}"));
     std::fs::create_dir_all(&data_dir).map_err(io("creating", &data_dir))?;
-    let (train, eval) = split(&report.dataset.jsonl);
+    let parts = split(&report.dataset.jsonl);
+    let train_dir = data_dir.join(TRAIN_DIR);
+    std::fs::create_dir_all(&train_dir).map_err(io("creating", &train_dir))?;
     write_atomic(&data_dir.join("dataset.jsonl"), &report.dataset.jsonl)?;
-    write_atomic(&data_dir.join("train.jsonl"), &train)?;
-    write_atomic(&data_dir.join("eval.jsonl"), &eval)?;
+    write_atomic(&data_dir.join(HOLDOUT_FILE), &parts.holdout)?;
+    write_atomic(&train_dir.join("train.jsonl"), &parts.train)?;
+    write_atomic(&train_dir.join("eval.jsonl"), &parts.eval)?;
     let report_json = serde_json::to_vec_pretty(report)?;
     let report_digest = crate::contribution::sha256_hex(&report_json);
     let report_file = dir.join(format!("curation-sha256-{report_digest}.json"));
@@ -311,18 +435,18 @@ pub async fn curate_job(args: &CurateArgs) -> Result<(CurationReport, CurationRe
     Ok((report, result))
 }
 
-/// The result a finished pod of the operator's curation Job `job` left in its termination
+/// The result a finished pod of the operator's Job `job` (curation, evaluation) left in its termination
 /// message. Only a pod that the Job controller made for this Job counts (its controller-uid
 /// label and controller owner reference name the Job's uid) and that runs the Job's
 /// container unchanged; any other pod carrying the Job's name is reported with a
 /// `ForgedResult` warning and ignored.
-async fn pod_result(
-    ctx: &Context,
-    dn: &Datanet,
-    job: &Job,
-) -> Result<Option<CurationResult>, Error> {
+pub(crate) async fn pod_result<T, K>(ctx: &Context, dn: &K, job: &Job) -> Result<Option<T>, Error>
+where
+    T: serde::de::DeserializeOwned,
+    K: Resource<DynamicType = ()>,
+{
     use k8s_openapi::api::core::v1::Pod;
-    let ns = dn.namespace().unwrap_or_default();
+    let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();
     let uid = job.uid().unwrap_or_default();
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
@@ -350,7 +474,7 @@ async fn pod_result(
                 EventType::Warning,
                 "ForgedResult",
                 format!(
-                    "pod {} carries the name of curation Job {name} but {}; its result is ignored",
+                    "pod {} carries the name of Job {name} but {}; its result is ignored",
                     p.name_any(),
                     if by_controller {
                         "does not run the Job's container"
@@ -377,7 +501,7 @@ async fn pod_result(
 
 /// Whether two container lists run the same thing: image, command, args, environment,
 /// Secrets and mounts.
-fn same_containers(
+pub(crate) fn same_containers(
     got: &[k8s_openapi::api::core::v1::Container],
     want: &[k8s_openapi::api::core::v1::Container],
 ) -> bool {
@@ -725,7 +849,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
         ));
     }
     let (state, failure) = job_state(&job);
-    let result = if state == JobState::Complete {
+    let result: Option<CurationResult> = if state == JobState::Complete {
         pod_result(ctx, dn, &job).await?
     } else {
         None
@@ -899,6 +1023,14 @@ fn read_verified(
             r.dataset_uri
         ))));
     }
+    let data_dir = dataset_path.parent().unwrap_or(&dir).to_path_buf();
+    split_matches(&data_dir).map_err(|e| match e {
+        SplitError::Io(path, e) => unreadable(&path, e),
+        SplitError::Differs(what) => Unverified::Forged(curate::Forgery::Tampered(format!(
+            "{what} of {} is not the split of its dataset.jsonl: it was rewritten in the store",
+            r.dataset_uri
+        ))),
+    })?;
     // The pod's own summary must agree with what was verified.
     let claimed = (
         r.dataset_root.clone(),
@@ -1229,36 +1361,80 @@ pub async fn run(ctx: Context) {
 mod tests {
     use super::*;
 
+    fn lines(b: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(b)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     #[test]
-    fn every_tenth_record_is_held_out() {
+    fn every_fifth_record_is_held_out_and_every_tenth_of_the_rest_validates() {
         let data: Vec<u8> = (0..20)
-            .flat_map(|i| format!("{{\"i\":{i}}}\n").into_bytes())
+            .flat_map(|i| format!("{i}\n").into_bytes())
             .collect();
-        let (train, eval) = split(&data);
+        let s = split(&data);
+        assert_eq!(lines(&s.holdout), ["4", "9", "14", "19"]);
+        assert_eq!(lines(&s.eval), ["11"]);
         assert_eq!(
-            String::from_utf8(eval).unwrap_or_default(),
-            "{\"i\":9}\n{\"i\":19}\n"
-        );
-        assert_eq!(
-            train
+            s.train
                 .split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
                 .count(),
-            18
+            15
+        );
+        assert!(
+            !lines(&s.train)
+                .iter()
+                .any(|l| lines(&s.holdout).contains(l))
         );
     }
 
     #[test]
     fn small_datasets_hold_out_their_last_record() {
-        let (train, eval) = split(b"a\nb\nc\n");
+        let s = split(b"a\nb\nc\n");
+        assert_eq!(lines(&s.holdout), ["c"]);
         assert_eq!(
-            (train.as_slice(), eval.as_slice()),
-            (&b"a\nb\n"[..], &b"c\n"[..])
+            (lines(&s.train), lines(&s.eval)),
+            (vec!["a".to_string()], vec!["b".to_string()])
         );
-        let (train, eval) = split(b"only\n");
+        let s = split(b"only\n");
         assert_eq!(
-            (train.as_slice(), eval.as_slice()),
-            (&b"only\n"[..], &b""[..])
+            (lines(&s.train), s.holdout.len(), s.eval.len()),
+            (vec!["only".to_string()], 0, 0)
         );
+    }
+
+    #[test]
+    fn the_operator_recomputes_the_split_files() {
+        for n in [0, 1, 3, 5, 12, 57] {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let data: Vec<u8> = (0..n).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+            let s = split(&data);
+            let w = |p: &str, b: &[u8]| {
+                let p = dir.path().join(p);
+                std::fs::create_dir_all(p.parent().unwrap_or(dir.path()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                std::fs::write(p, b).unwrap_or_else(|e| panic!("{e}"));
+            };
+            w("dataset.jsonl", &data);
+            w(HOLDOUT_FILE, &s.holdout);
+            w("train/train.jsonl", &s.train);
+            w("train/eval.jsonl", &s.eval);
+            assert!(split_matches(dir.path()).is_ok(), "{n} records");
+            if n >= 3 {
+                // A held-out record moved into the training file is caught.
+                let mut train = s.train.clone();
+                train.extend_from_slice(&s.holdout);
+                w("train/train.jsonl", &train);
+                assert!(
+                    matches!(
+                        split_matches(dir.path()),
+                        Err(SplitError::Differs("train/train.jsonl"))
+                    ),
+                    "{n}"
+                );
+            }
+        }
     }
 }

@@ -39,6 +39,19 @@ pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
 /// `pvc://claim/p` to `/mnt/pvc/claim/p`.
 pub const PVC_ROOT: &str = "/mnt/pvc";
 
+/// The trainer pod's environment names the dataset version it was created for: once the
+/// Job exists, its (immutable) pod template is where the job's lineage is read from, so a
+/// version published mid-training changes nothing of a running job.
+pub const DATASET_URI_ENV: &str = "MODELCOMMONS_DATASET_URI";
+/// See [`DATASET_URI_ENV`].
+pub const DATASET_VERSION_ENV: &str = "MODELCOMMONS_DATASET_VERSION";
+/// See [`DATASET_URI_ENV`].
+pub const DATASET_ROOT_ENV: &str = "MODELCOMMONS_DATASET_ROOT";
+/// Where the evaluation pod writes its result (the termination message).
+pub const EVAL_RESULT_FILE: &str = "/dev/termination-log";
+/// The label naming the FineTuneJob (its uid) an evaluation Job judges.
+pub const LABEL_EVALUATES: &str = "modelcommons.dev/evaluates";
+
 /// Why a job may not start yet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gate {
@@ -57,8 +70,11 @@ pub struct Admitted {
     pub dataset_root: Option<String>,
     /// Its location.
     pub dataset_uri: String,
-    /// The targets: the job's own, else the proposal's rubric.
+    /// The targets: the proposal's rubric, tightened by the job's own ([`targets`]).
     pub targets: Vec<MetricTarget>,
+    /// Whether the proposal's rubric is among them (false once the proposal is gone: then
+    /// nothing passes).
+    pub rubric: bool,
 }
 
 /// Whether a storage URI a tenant wrote may become a volume of a workload pod: `pvc://`
@@ -180,7 +196,16 @@ pub fn check_gates(
         .then_some(st.version)
         .flatten();
     let version = match (spec.datanet_ref.version, ready_version) {
-        (Some(want), Some(have)) if have >= want => want,
+        (Some(want), Some(have)) if have == want => want,
+        (Some(want), Some(have)) if have > want => {
+            return Err(Gate {
+                reason: "DatanetVersionSuperseded",
+                message: format!(
+                    "spec.datanetRef.version {want} is pinned but Datanet {} is at version {have}; this operator can train only on the version it can locate and verify now: pin {have}, or remove the pin to take the latest",
+                    spec.datanet_ref.name
+                ),
+            });
+        }
         (None, Some(have)) => have,
         (want, _) => {
             return Err(Gate {
@@ -218,15 +243,46 @@ pub fn check_gates(
         dataset_root: st.dataset_root,
         dataset_uri,
         targets: targets(spec, Some(p)),
+        rubric: true,
     })
 }
 
-/// The targets a job is judged by: its own, else its proposal's rubric.
+/// The targets a job is judged by: the proposal's rubric — what token holders approved —
+/// with each threshold tightened, never loosened, by the job's own target on the same
+/// metric, plus the job's targets on metrics the rubric does not name. A job target looser
+/// than the rubric changes nothing. Without the proposal, the job's own targets alone (and
+/// [`Admitted::rubric`] false, so the result cannot pass).
 pub fn targets(spec: &FineTuneJobSpec, proposal: Option<&ModelProposal>) -> Vec<MetricTarget> {
-    match proposal {
-        Some(p) if spec.targets.is_empty() => p.spec.mandate.evaluation.metrics.clone(),
-        _ => spec.targets.clone(),
-    }
+    let Some(p) = proposal else {
+        return spec.targets.clone();
+    };
+    let rubric = &p.spec.mandate.evaluation.metrics;
+    let stricter = |r: &MetricTarget, j: &MetricTarget| -> bool {
+        let (Ok(rv), Ok(jv)) = (r.threshold.parse::<f64>(), j.threshold.parse::<f64>()) else {
+            return false;
+        };
+        match r.direction {
+            Direction::Maximize => jv > rv,
+            Direction::Minimize => jv < rv,
+        }
+    };
+    let mut out: Vec<MetricTarget> = rubric
+        .iter()
+        .map(|r| {
+            spec.targets
+                .iter()
+                .find(|j| j.name == r.name && j.direction == r.direction && stricter(r, j))
+                .cloned()
+                .unwrap_or_else(|| r.clone())
+        })
+        .collect();
+    out.extend(
+        spec.targets
+            .iter()
+            .filter(|j| !rubric.iter().any(|r| r.name == j.name))
+            .cloned(),
+    );
+    out
 }
 
 /// The path a storage URI has inside the trainer container.
@@ -364,12 +420,11 @@ pub fn trainer_job(
     let name = child_name(ftj);
     let ns = ftj.namespace().unwrap_or_default();
     let workers = spec.resources.workers.max(1);
-    let dataset_dir = container_path(&admitted.dataset_uri).unwrap_or_default();
-    let (vols, mounts) = volumes(&[
-        &spec.base_model.uri,
-        &admitted.dataset_uri,
-        &spec.output_uri,
-    ]);
+    // The trainer mounts the dataset's train/ directory only: the held-out records beside it
+    // are the operator's evaluation's.
+    let train_uri = train_uri(&admitted.dataset_uri);
+    let dataset_dir = container_path(&train_uri).unwrap_or_default();
+    let (vols, mounts) = volumes(&[&spec.base_model.uri, &train_uri, &spec.output_uri]);
     let mut resources = json!({"requests": {
         "cpu": spec.resources.cpu.clone().unwrap_or_else(|| "4".into()),
         "memory": spec.resources.memory.clone().unwrap_or_else(|| "16Gi".into()),
@@ -392,6 +447,9 @@ pub fn trainer_job(
         {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
         {"name": "PET_MASTER_ADDR", "value": format!("{name}-0.{name}.{ns}.svc")},
         {"name": "PET_MASTER_PORT", "value": "29500"},
+        {"name": DATASET_URI_ENV, "value": admitted.dataset_uri},
+        {"name": DATASET_VERSION_ENV, "value": admitted.dataset_version.to_string()},
+        {"name": DATASET_ROOT_ENV, "value": admitted.dataset_root.clone().unwrap_or_default()},
     ]);
     let mut job = json!({
         "apiVersion": "batch/v1", "kind": "Job",
@@ -461,6 +519,224 @@ pub fn trainer_identity(ftj: &FineTuneJob) -> [serde_json::Value; 3] {
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]}),
     ]
+}
+
+/// The part of a curated dataset a trainer pod mounts.
+pub fn train_uri(dataset_uri: &str) -> String {
+    format!(
+        "{}/{}",
+        dataset_uri.trim_end_matches('/'),
+        super::datanet::TRAIN_DIR
+    )
+}
+
+/// The evaluation Job of `ftj`: named by its uid, in the operator's trusted namespace.
+pub fn evaluation_name(ftj: &FineTuneJob) -> String {
+    format!("eval-{}", ftj.uid().unwrap_or_default())
+}
+
+/// The operator's evaluation of a trained model: its own trainer image (never
+/// `spec.trainerImage`), in its trusted namespace (`config.trusted_namespace`, where tenants
+/// neither exec nor read), reading the output, the base model (the baseline, and the base of
+/// a LoRA output) and the dataset version's `holdout.jsonl`, all read-only. No API access:
+/// the result is the pod's termination message, taken only from a pod of this Job.
+pub fn evaluation_job(
+    ftj: &FineTuneJob,
+    config: &super::Config,
+    admitted: &Admitted,
+) -> Result<serde_json::Value, Gate> {
+    let spec = &ftj.spec;
+    if admitted.dataset_uri.is_empty() {
+        return Err(Gate {
+            reason: "LineageUnknown",
+            message: format!(
+                "the trainer Job {} does not name the dataset it trained on (it was made by an older operator), so there are no held-out records to judge it by; delete this FineTuneJob and create it again",
+                child_name(ftj)
+            ),
+        });
+    }
+    let uris = [
+        &spec.output_uri,
+        &spec.base_model.uri,
+        &admitted.dataset_uri,
+    ];
+    if let Some(u) = uris.iter().find(|u| !u.starts_with("file://")) {
+        return Err(Gate {
+            reason: "EvaluationStorageUnsupported",
+            message: format!(
+                "{u}: the operator evaluates trained models in its own namespace ({}), which cannot mount a claim of this one; until object stores are supported for models, evaluation reads file:// locations under the operator's dev host directories only",
+                config.trusted_namespace
+            ),
+        });
+    }
+    let path = |u: &str| container_path(u).unwrap_or_default();
+    let (mut vols, mut mounts) = volumes(&[uris[0].as_str(), uris[1].as_str(), uris[2].as_str()]);
+    for m in &mut mounts {
+        m["readOnly"] = json!(true);
+    }
+    for v in &mut vols {
+        if let Some(h) = v.get_mut("hostPath") {
+            h["type"] = json!("Directory");
+        }
+    }
+    let mut args = vec![
+        "eval".to_string(),
+        "--model".into(),
+        path(&spec.output_uri),
+        "--baseline".into(),
+        path(&spec.base_model.uri),
+        "--data".into(),
+        format!(
+            "{}/{}",
+            path(&admitted.dataset_uri),
+            super::datanet::HOLDOUT_FILE
+        ),
+        "--max-seq-len".into(),
+        spec.hyperparameters.max_seq_len.to_string(),
+        "--out".into(),
+        EVAL_RESULT_FILE.into(),
+    ];
+    let mut resources = json!({"requests": {"cpu": "1",
+        "memory": spec.resources.memory.clone().unwrap_or_else(|| "4Gi".into())}});
+    if spec.resources.gpus_per_worker > 0 {
+        resources["requests"]["nvidia.com/gpu"] = json!("1");
+        resources["limits"] = json!({"nvidia.com/gpu": "1"});
+    } else {
+        args.extend(["--device".into(), "cpu".into()]);
+    }
+    let labels = json!({LABEL_MANAGED_BY: "modelcommons-operator",
+        "app.kubernetes.io/name": "modelcommons-evaluation",
+        LABEL_EVALUATES: ftj.uid().unwrap_or_default()});
+    Ok(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": evaluation_name(ftj), "namespace": config.trusted_namespace,
+            "labels": labels,
+            "annotations": {"modelcommons.dev/finetunejob": format!("{}/{}", ftj.namespace().unwrap_or_default(), ftj.name_any())}},
+        "spec": {"backoffLimit": 1, "activeDeadlineSeconds": 3600, "ttlSecondsAfterFinished": 86400,
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": false,
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    "name": "evaluate",
+                    "image": config.trainer_image,
+                    "command": ["modelcommons-trainer"],
+                    "args": args,
+                    "resources": resources,
+                    "volumeMounts": mounts,
+                    "terminationMessagePath": EVAL_RESULT_FILE,
+                    "terminationMessagePolicy": "File",
+                    "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                        "capabilities": {"drop": ["ALL"]}},
+                }],
+                "volumes": vols,
+            }}},
+    }))
+}
+
+/// What the evaluation pod reports (`modelcommons-trainer eval --baseline … --out`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvalOutput {
+    /// Held-out records evaluated.
+    pub examples: u32,
+    /// The trained model's metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// sha256 of the weights evaluated.
+    pub model_digest: String,
+    /// The base model's.
+    #[serde(default)]
+    pub baseline: Option<Baseline>,
+}
+
+/// The base model's figures in an [`EvalOutput`].
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Baseline {
+    /// Its metrics.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Where the evaluation stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evaluated {
+    /// Created or running; the message says which.
+    Pending(String),
+    /// It cannot give a result; (reason, message).
+    Failed(&'static str, String),
+    /// The result, from a pod of the operator's own Job.
+    Done(EvalOutput),
+}
+
+/// Creates the evaluation Job if it does not exist and reads its result once it completed.
+async fn evaluate(
+    ftj: &FineTuneJob,
+    ctx: &Context,
+    admitted: &Admitted,
+) -> Result<Evaluated, Error> {
+    let desired = match evaluation_job(ftj, &ctx.config, admitted) {
+        Ok(j) => j,
+        Err(g) => return Ok(Evaluated::Failed(g.reason, g.message)),
+    };
+    let ns = &ctx.config.trusted_namespace;
+    let name = evaluation_name(ftj);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let desired: Job = serde_json::from_value(desired)?;
+    let Some(job) = jobs.get_opt(&name).await? else {
+        jobs.create(&kube::api::PostParams::default(), &desired)
+            .await?;
+        return Ok(Evaluated::Pending(format!(
+            "the operator evaluates the trained model on the held-out records of dataset version {} (Job {ns}/{name})",
+            admitted.dataset_version
+        )));
+    };
+    let ours = job.labels().get(LABEL_EVALUATES) == ftj.uid().as_ref()
+        && super::datanet::same_containers(
+            job.spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .map(|s| s.containers.as_slice())
+                .unwrap_or_default(),
+            desired
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .map(|s| s.containers.as_slice())
+                .unwrap_or_default(),
+        );
+    if !ours {
+        return Ok(Evaluated::Failed(
+            "ForgedResult",
+            format!(
+                "Job {ns}/{name} is not the evaluation the operator would run for this job; delete it and the operator runs its own"
+            ),
+        ));
+    }
+    match job_state(&job) {
+        (JobState::Failed, why) => {
+            let (reason, message) = why.unwrap_or_default();
+            Ok(Evaluated::Failed(
+                "EvaluationFailed",
+                format!(
+                    "the evaluation Job {ns}/{name} failed ({reason}: {message}); the output at {} may not be a model the trainer can load",
+                    ftj.spec.output_uri
+                ),
+            ))
+        }
+        (JobState::Complete, _) => {
+            match super::datanet::pod_result::<EvalOutput, _>(ctx, ftj, &job).await? {
+                Some(out) => Ok(Evaluated::Done(out)),
+                None => Ok(Evaluated::Pending(format!(
+                    "the evaluation Job {ns}/{name} completed; reading its result"
+                ))),
+            }
+        }
+        _ => Ok(Evaluated::Pending(format!(
+            "the operator evaluates the trained model on the held-out records of dataset version {} (Job {ns}/{name})",
+            admitted.dataset_version
+        ))),
+    }
 }
 
 fn owner(ftj: &FineTuneJob) -> serde_json::Value {
@@ -606,14 +882,18 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
         .map(|j| (*j).clone());
     let recheck = Action::requeue(ctx.config.recheck);
 
-    let admitted = match (
-        existing.is_some(),
-        check_gates(&ftj.spec, proposal.as_ref(), datanet.as_ref(), &ctx.config),
-    ) {
-        (_, Ok(a)) => a,
-        // A gate that closes after the trainer started does not stop it.
-        (true, Err(_)) => started(&ftj, proposal.as_ref()),
-        (false, Err(gate)) => {
+    let admitted = match existing
+        .as_ref()
+        .map(|j| started(&ftj, proposal.as_ref(), j))
+    {
+        // Once the Job exists its lineage is fixed (read from its pod template), and a gate
+        // that closes after the trainer started does not stop it.
+        Some(a) => Ok(a),
+        None => check_gates(&ftj.spec, proposal.as_ref(), datanet.as_ref(), &ctx.config),
+    };
+    let admitted = match admitted {
+        Ok(a) => a,
+        Err(gate) => {
             let d = Desired {
                 phase: FineTuneJobPhase::Pending,
                 conditions: desired_conditions(
@@ -672,15 +952,6 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
         extra["startTime"] = json!(t);
     }
     let result = ftj.status.as_ref().and_then(|s| s.result.clone());
-    let metrics: BTreeMap<String, String> = result
-        .as_ref()
-        .map(|r| {
-            r.metrics
-                .iter()
-                .map(|m| (m.name.clone(), m.value.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
     let has_result = result.as_ref().is_some_and(|r| r.model_digest.is_some());
     let clear_gate = (GATED, false, "Admitted", "every gate holds");
     let (d, requeue) = match state {
@@ -745,12 +1016,58 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
             )
         }
         JobState::Complete if has_result => {
-            let met = targets_met(&admitted.targets, &metrics);
             extra["completionTime"] = json!(job_status.completion_time.clone().unwrap_or_else(now));
-            extra["result"] = json!({"targetsMet": met});
+            // The trainer's report says it is done; what decides is the operator's evaluation.
+            let out = match evaluate(&ftj, ctx, &admitted).await? {
+                Evaluated::Done(out) => out,
+                Evaluated::Pending(message) => {
+                    let d = Desired {
+                        phase: FineTuneJobPhase::Evaluating,
+                        conditions: desired_conditions(
+                            &ftj,
+                            &[clear_gate, (READY, false, "Evaluating", &message)],
+                        ),
+                        extra,
+                    };
+                    write_status(&ftj, ctx, d, None).await?;
+                    return Ok(Action::requeue(Duration::from_secs(2)));
+                }
+                Evaluated::Failed(reason, message) => {
+                    let d = Desired {
+                        phase: FineTuneJobPhase::Failed,
+                        conditions: desired_conditions(
+                            &ftj,
+                            &[clear_gate, (READY, false, reason, &message)],
+                        ),
+                        extra,
+                    };
+                    write_status(&ftj, ctx, d, Some(("Warning", reason, &message))).await?;
+                    return Ok(Action::await_change());
+                }
+            };
+            let values = |m: &BTreeMap<String, f64>| -> BTreeMap<String, String> {
+                m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()
+            };
+            let metrics = values(&out.metrics);
+            let met = admitted.rubric && targets_met(&admitted.targets, &metrics);
+            let listed = |m: &BTreeMap<String, String>| -> Vec<serde_json::Value> {
+                m.iter()
+                    .map(|(k, v)| json!({"name": k, "value": v}))
+                    .collect()
+            };
+            extra["evaluation"] = json!({
+                "jobName": evaluation_name(&ftj),
+                "namespace": ctx.config.trusted_namespace,
+                "examples": out.examples,
+                "modelDigest": format!("sha256:{}", out.model_digest),
+                "metrics": listed(&metrics),
+                "baseline": listed(&out.baseline.as_ref().map(|b| values(&b.metrics)).unwrap_or_default()),
+                "targets": admitted.targets,
+                "targetsMet": met,
+            });
             let mut ledger_note = None;
             if let Some(h) = &ctx.ledger {
-                match record_training(&ftj, proposal.as_ref(), &admitted, met, h, ctx).await {
+                match record_training(&ftj, proposal.as_ref(), &admitted, &out, met, h, ctx).await {
                     Ok(tx) => extra["chain"] = json!({"txHash": tx}),
                     Err(e) => ledger_note = Some(e.to_string()),
                 }
@@ -784,7 +1101,7 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
                     "every target is met".to_string(),
                 )
             } else {
-                let missed: Vec<String> = admitted
+                let mut missed: Vec<String> = admitted
                     .targets
                     .iter()
                     .filter(|t| !targets_met(std::slice::from_ref(t), &metrics))
@@ -798,6 +1115,12 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
                         )
                     })
                     .collect();
+                if !admitted.rubric {
+                    missed.push(format!(
+                        "the rubric of ModelProposal {} (it no longer exists, so the result cannot be judged by what was approved)",
+                        ftj.spec.proposal_ref.name
+                    ));
+                }
                 (
                     FineTuneJobPhase::TargetsMissed,
                     "TargetsMissed",
@@ -899,6 +1222,7 @@ async fn record_training(
     ftj: &FineTuneJob,
     proposal: Option<&ModelProposal>,
     admitted: &Admitted,
+    evaluation: &EvalOutput,
     passed: bool,
     h: &super::LedgerHandle,
     ctx: &Context,
@@ -910,15 +1234,11 @@ async fn record_training(
             ftj.spec.proposal_ref.name
         ))
     })?;
-    let result = ftj
-        .status
-        .as_ref()
-        .and_then(|s| s.result.clone())
-        .unwrap_or_default();
-    let metrics: BTreeMap<&str, &str> = result
+    // The evaluation's metrics, by name, as the decimal strings the status shows.
+    let metrics: BTreeMap<&str, String> = evaluation
         .metrics
         .iter()
-        .map(|m| (m.name.as_str(), m.value.as_str()))
+        .map(|(k, v)| (k.as_str(), v.to_string()))
         .collect();
     let hex32 = |s: Option<&str>| -> alloy::primitives::B256 {
         s.map(|s| s.trim_start_matches("sha256:"))
@@ -933,7 +1253,7 @@ async fn record_training(
         job_id,
         model_id: model_id(&proposal_uid),
         dataset_root: hex32(admitted.dataset_root.as_deref()),
-        model_digest: hex32(result.model_digest.as_deref()),
+        model_digest: hex32(Some(&evaluation.model_digest)),
         metrics_hash: alloy::primitives::keccak256(serde_json::to_vec(&metrics)?),
         passed,
     };
@@ -953,15 +1273,35 @@ async fn record_training(
     })
 }
 
-/// A started job whose gate has since closed: the dataset comes from its status, and it is
-/// still judged by the rubric when it names no targets (not by an empty list).
-fn started(ftj: &FineTuneJob, proposal: Option<&ModelProposal>) -> Admitted {
+/// A started job: its dataset version, root and location as the operator created its Job
+/// with (the pod template's environment; a Job made before these were set falls back to the
+/// status), judged by the rubric tightened by its targets (see [`targets`]).
+fn started(ftj: &FineTuneJob, proposal: Option<&ModelProposal>, job: &Job) -> Admitted {
+    let env: BTreeMap<String, String> = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect();
     let st = ftj.status.clone().unwrap_or_default();
     Admitted {
-        dataset_version: st.dataset_version.unwrap_or_default(),
-        dataset_root: st.dataset_root,
-        dataset_uri: String::new(),
+        dataset_version: env
+            .get(DATASET_VERSION_ENV)
+            .and_then(|v| v.parse().ok())
+            .or(st.dataset_version)
+            .unwrap_or_default(),
+        dataset_root: env
+            .get(DATASET_ROOT_ENV)
+            .filter(|r| !r.is_empty())
+            .cloned()
+            .or(st.dataset_root),
+        dataset_uri: env.get(DATASET_URI_ENV).cloned().unwrap_or_default(),
         targets: targets(&ftj.spec, proposal),
+        rubric: proposal.is_some(),
     }
 }
 
@@ -978,7 +1318,7 @@ async fn apply_children(
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner(ftj)]},
         "data": {
-            "args.json": serde_json::to_string(&trainer_args(&ftj.spec, &container_path(&admitted.dataset_uri).unwrap_or_default()))?,
+            "args.json": serde_json::to_string(&trainer_args(&ftj.spec, &container_path(&train_uri(&admitted.dataset_uri)).unwrap_or_default()))?,
             "targets.json": serde_json::to_string(&admitted.targets)?,
             "dataset.json": serde_json::to_string(&json!({"version": admitted.dataset_version, "root": admitted.dataset_root, "uri": admitted.dataset_uri}))?,
         }
@@ -1126,7 +1466,29 @@ where
 /// (args, env, volumes — most of a trainer Job) stays out of the cache.
 pub(crate) fn trim_job(j: &mut Job) {
     if let Some(spec) = j.spec.as_mut() {
+        // All a reconcile reads of the pod template is its lineage (see `started`).
+        let lineage: Vec<_> = spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.env.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| {
+                [DATASET_URI_ENV, DATASET_VERSION_ENV, DATASET_ROOT_ENV].contains(&e.name.as_str())
+            })
+            .collect();
         spec.template = Default::default();
+        if !lineage.is_empty() {
+            spec.template.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+                containers: vec![k8s_openapi::api::core::v1::Container {
+                    env: Some(lineage),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
     }
 }
 
@@ -1283,6 +1645,7 @@ mod tests {
                 dataset_root: None,
                 dataset_uri: "pvc://artifacts/d".into(),
                 targets: vec![],
+                rubric: true,
             },
             false,
         );
@@ -1291,6 +1654,46 @@ mod tests {
         assert_eq!(
             pod["securityContext"]["seccompProfile"]["type"],
             json!("RuntimeDefault")
+        );
+    }
+
+    fn example<T: serde::de::DeserializeOwned>(file: &str) -> T {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/contract-review")
+            .join(file);
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+    }
+
+    #[test]
+    fn job_targets_tighten_the_rubric_and_never_loosen_it() {
+        let p: ModelProposal = example("01-proposal.yaml");
+        let mut f: FineTuneJob = example("04-finetune.yaml");
+        let t = |name: &str, direction, threshold: &str| MetricTarget {
+            name: name.into(),
+            direction,
+            threshold: threshold.into(),
+        };
+        // The rubric: loss <= 2.5, exactMatch >= 0.6.
+        f.spec.targets = vec![
+            t("loss", Direction::Minimize, "100"),
+            t("exactMatch", Direction::Maximize, "0.8"),
+            t("perplexity", Direction::Minimize, "9"),
+        ];
+        let got = targets(&f.spec, Some(&p));
+        assert_eq!(
+            got,
+            vec![
+                t("loss", Direction::Minimize, "2.5"),
+                t("exactMatch", Direction::Maximize, "0.8"),
+                t("perplexity", Direction::Minimize, "9"),
+            ],
+            "a looser loss keeps the rubric's, a stricter exactMatch wins, a new metric adds"
+        );
+        f.spec.targets.clear();
+        assert_eq!(
+            targets(&f.spec, Some(&p)),
+            p.spec.mandate.evaluation.metrics
         );
     }
 

@@ -61,6 +61,10 @@ pub struct Config {
     /// `file://` manifests, contributions, base models, outputs and served artifacts may be.
     /// Empty in a real cluster: `file://` is refused there.
     pub dev_host_dirs: Vec<std::path::PathBuf>,
+    /// The namespace the operator's trusted steps run in (the evaluation of trained models):
+    /// one the operator owns and tenants can neither exec into nor read (the chart's release
+    /// namespace by default).
+    pub trusted_namespace: String,
 }
 
 /// Quorum and approval threshold for proposals whose `spec.governance` leaves them unset.
@@ -105,6 +109,7 @@ impl Default for Config {
             governance: GovernanceDefaults::default(),
             egress: crate::curate::Egress::default(),
             dev_host_dirs: Vec::new(),
+            trusted_namespace: "modelcommons-system".into(),
         }
     }
 }

@@ -24,9 +24,15 @@ fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/contract-review")
 }
 
-/// A file of the example Datanet's real contributions.
+/// A file of hand-written reviewed clauses (the first example's, kept as the scenario's
+/// material: its near duplicates and rewordings are written against these words).
 fn example_file(name: &str) -> Vec<u8> {
-    std::fs::read(example_dir().join("data/contributions").join(name)).unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/curate/testdata")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn spec(yaml: &str) -> DatanetSpec {
@@ -450,7 +456,9 @@ async fn the_example_datanet_curates_as_its_comments_say() {
     for item in report.items.iter().filter(|i| i.accepted()) {
         assert!(item.quality_bps.unwrap() >= 6000, "{item:?}");
     }
-    assert_eq!(report.dataset.records, 12);
+    // The generated clauses (examples/contract-review/generate.py): 5 x 40, none a near
+    // duplicate of another.
+    assert_eq!(report.dataset.records, 200);
     let pool = U256::from(500_000_000_000_000_000_000u128);
     assert_eq!(
         report
@@ -499,9 +507,9 @@ async fn the_example_datanet_curates_as_its_comments_say() {
     .unwrap();
     let records: Vec<u32> = report.rewards.payouts.iter().map(|r| r.records).collect();
     let amounts: Vec<U256> = report.rewards.payouts.iter().map(|r| r.amount).collect();
-    assert_eq!(records.iter().sum::<u32>(), 12);
+    assert_eq!(records.iter().sum::<u32>(), 200);
     for (n, amount) in records.iter().zip(&amounts) {
-        let floor = pool * U256::from(*n) / U256::from(12);
+        let floor = pool * U256::from(*n) / U256::from(200);
         assert!(
             *amount == floor || *amount == floor + one,
             "{n} records: {amount}"
@@ -525,7 +533,7 @@ async fn dedup_none_and_exact_let_the_copies_in() {
     .await
     .unwrap();
     assert_eq!(report.counts.accepted, 6);
-    assert_eq!(report.dataset.records, 13);
+    assert_eq!(report.dataset.records, 201);
 
     // Exact dedup still catches the copy; a reworded record gets in.
     let mut f = Fixture::new();

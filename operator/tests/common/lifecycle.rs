@@ -20,6 +20,66 @@ use super::{Chain, Mined, OPERATOR, PROPOSER, VOTERS};
 
 pub const TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The operator's trusted namespace in the tests (evaluation Jobs run there), shared by
+/// every test: [`trusted`] creates it.
+pub const TRUSTED: &str = "modelcommons-trusted";
+
+/// Creates [`TRUSTED`] unless it exists.
+pub async fn trusted(client: &kube::Client) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": TRUSTED}})).unwrap();
+    match api.create(&kube::api::PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating namespace {TRUSTED}: {e}"),
+    }
+}
+
+/// Plays the kubelet for the operator's evaluation of FineTuneJob `name`: waits for its Job
+/// in the operator's trusted namespace `trusted_ns`, runs the real trainer with the pod's args (the result file redirected
+/// here) and reports the result as the pod's termination message. Returns the result.
+pub async fn run_evaluation_pod(
+    client: &kube::Client,
+    ftjs: &Api<modelcommons_crds::finetune::FineTuneJob>,
+    name: &str,
+    trusted_ns: &str,
+) -> serde_json::Value {
+    let uid = ftjs.get(name).await.unwrap().metadata.uid.unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), trusted_ns);
+    let deadline = Instant::now() + TIMEOUT;
+    let job = loop {
+        if let Some(j) = jobs.get_opt(&format!("eval-{uid}")).await.unwrap() {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "no evaluation Job for {name}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let result = dir.path().join("termination-log");
+    let args: Vec<String> = container(&job)
+        .args
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| a.replace("/dev/termination-log", result.to_str().unwrap()))
+        .collect();
+    let out = tokio::process::Command::new(modelcommons_testbed::workspace_binary(
+        "modelcommons-trainer",
+    ))
+    .args(&args)
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "evaluation: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let message = std::fs::read_to_string(&result).unwrap();
+    report_terminated(client, &job, &message).await;
+    serde_json::from_str(&message).unwrap()
+}
+
 pub fn example(file: &str, ns: &str) -> serde_json::Value {
     let text =
         std::fs::read_to_string(workspace_root().join("examples/contract-review").join(file))
@@ -38,6 +98,7 @@ pub fn context(client: &kube::Client, ns: &str, chain: &Chain, store: &Path) -> 
         // The tests' contributions, base models and outputs are files beside the store:
         // the dev host directory.
         dev_host_dirs: vec![store.parent().unwrap().to_path_buf()],
+        trusted_namespace: TRUSTED.into(),
         ..Config::default()
     };
     Context::new(client.clone(), config).with_ledger(LedgerHandle {
@@ -237,14 +298,12 @@ pub fn manifest(datanet: &str, data: &Path) -> Manifest {
         &file(&example.contributions[2]),
         &move |c| c.contributor = alice_address,
     );
-    // bob-liability with a few words changed in each record.
+    // bob-liability with a word changed in each record (every generated clause opens with
+    // "This Agreement between …").
     let near = String::from_utf8(liability)
         .unwrap()
-        .replace("Common exclusion", "Usual exclusion")
-        .replace("state explicitly", "say clearly")
-        .replace("nominal", "tiny")
-        .replace("meaningful", "real")
-        .replace("Keep as drafted", "Leave as drafted");
+        .replace("Agreement", "contract");
+    assert!(near.lines().all(|l| l.contains("contract")));
     add("reworded", &alice, near.as_bytes(), &|_| {});
     out
 }
@@ -447,8 +506,10 @@ pub async fn report_pod(client: &kube::Client, ns: &str, selector: &str, message
 }
 
 /// The example FineTuneJob made small enough for a CPU: a base model freshly written under
-/// `dir/base` by the real trainer (`init --seed 7`), the output under `dir/out`, `workers`
-/// workers, `max_steps` steps, and a loss target a tiny model meets.
+/// `dir/base` by the real trainer (`init --seed 7`, the tiny random model the example pins),
+/// fully fine-tuned (a LoRA of a random base learns nothing) for `max_steps` steps by
+/// `workers` workers, the output under `dir/out`; no targets of its own, so the proposal's
+/// rubric judges it (some 300 steps meet it on the example's data).
 pub fn small_finetune(ns: &str, dir: &Path, workers: u32, max_steps: u32) -> serde_json::Value {
     let base = dir.join("base");
     let init = std::process::Command::new(modelcommons_testbed::workspace_binary(
@@ -467,10 +528,12 @@ pub fn small_finetune(ns: &str, dir: &Path, workers: u32, max_steps: u32) -> ser
     f["spec"]["outputUri"] = json!(format!("file://{}/out", dir.display()));
     f["spec"]["resources"] =
         json!({"workers": workers, "gpusPerWorker": 1, "cpu": "1", "memory": "1Gi"});
-    f["spec"]["hyperparameters"] = json!({"epochs": 1, "maxSteps": max_steps, "learningRate": "0.01",
-        "batchSize": 4, "gradientAccumulationSteps": 1, "warmupSteps": 1, "maxSeqLen": 768, "seed": 1});
-    f["spec"]["checkpointing"] = json!({"everySteps": 4, "keep": 1});
-    f["spec"]["targets"] = json!([{"name": "loss", "direction": "Minimize", "threshold": "100"}]);
+    f["spec"]["method"] = json!({"type": "Full"});
+    let warmup = (max_steps.min(100) / 10).max(1);
+    f["spec"]["hyperparameters"] = json!({"epochs": 1, "maxSteps": max_steps, "learningRate": "0.003",
+        "batchSize": 16, "gradientAccumulationSteps": 1, "warmupSteps": warmup, "maxSeqLen": 512, "seed": 1});
+    f["spec"]["checkpointing"] = json!({"everySteps": 100, "keep": 1});
+    f["spec"]["targets"] = json!([]);
     f["spec"]["runPolicy"] = json!({"backoffLimit": 1});
     f
 }

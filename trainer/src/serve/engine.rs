@@ -565,7 +565,10 @@ mod tests {
         });
         let log = log.into_inner().unwrap_or_else(|e| e.into_inner());
         let finished = drain(&mut ra.into_inner().unwrap_or_else(|e| e.into_inner()));
-        assert!(matches!(finished[..], [Event::Finished { .. }]), "{finished:?} {log:?}");
+        assert!(
+            matches!(finished[..], [Event::Finished { .. }]),
+            "{finished:?} {log:?}"
+        );
         assert_eq!(log.last().map(String::as_str), Some("active=0"), "{log:?}");
     }
 
