@@ -981,3 +981,93 @@ async fn a_self_reported_metric_or_a_loosened_target_passes_nothing() {
     );
     assert_eq!(w.balances().await, after_curation, "no token moved");
 }
+
+/// A base model that is not the one the job names (`baseModel.sha256`): the trainer refuses
+/// to start on it, and a report forged past that refusal is caught by the operator's
+/// evaluation, which hashes the base it loads — `BaseModelDigestMismatch`, nothing recorded.
+#[tokio::test]
+async fn a_base_model_other_than_the_one_named_is_refused() {
+    use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
+    use modelcommons_operator::ledger::bindings::ModelRegistry;
+    use modelcommons_operator::ledger::ids::training_id;
+    let w = World::new("atk-base").await;
+    trusted(&w.client).await;
+    w.approve().await;
+    let before = w.balances().await;
+    w.honest_curation_pays_exactly_the_pool(before).await;
+    let dir = tempfile::tempdir_in(w.store.parent().unwrap()).unwrap();
+    let ftjs: Api<FineTuneJob> = Api::namespaced(w.client.clone(), w.n());
+    let mut f = small_finetune(w.n(), dir.path(), 1, 4);
+    f["metadata"]["name"] = json!("other-base");
+    // The spec names the example's base (init --seed 7); the directory holds another one.
+    let other = std::process::Command::new(modelcommons_testbed::workspace_binary(
+        "modelcommons-trainer",
+    ))
+    .args(["init", "--out", dir.path().join("base").to_str().unwrap(), "--seed", "8"])
+    .output()
+    .unwrap();
+    assert!(other.status.success());
+    ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
+        .await
+        .unwrap();
+    let job = job_of(&w.client, w.n(), "other-base").await;
+    // The trainer, as the pod runs it, refuses before training.
+    let c = container(&job);
+    let mut cmd = tokio::process::Command::new(modelcommons_testbed::workspace_binary(
+        "modelcommons-trainer",
+    ));
+    cmd.args(c.args.clone().unwrap_or_default())
+        .env("KUBECONFIG", cluster().await.unwrap().kubeconfig())
+        .env("MODELCOMMONS_REPORT_INTERVAL_SECONDS", "0");
+    for e in c.env.clone().unwrap_or_default() {
+        if let Some(v) = e.value {
+            cmd.env(e.name, v);
+        }
+    }
+    let out = cmd.output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the trainer trained on another base");
+    assert!(stderr.contains("BaseModelDigestMismatch"), "{stderr}");
+    assert!(
+        !dir.path().join("out/model.safetensors").exists(),
+        "nothing was written"
+    );
+    // A report forged past the refusal (the base copied as the "trained" model).
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for f in std::fs::read_dir(dir.path().join("base")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), out.join(f.file_name())).unwrap();
+    }
+    ftjs.patch_status(
+        "other-base",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"result": {"modelDigest": format!("sha256:{}", "cd".repeat(32)),
+            "metrics": [{"name": "exactMatch", "value": "1.0"}]}}})),
+    )
+    .await
+    .unwrap();
+    run_evaluation_pod(&w.client, &ftjs, "other-base", TRUSTED).await;
+    let f = wait(&ftjs, "other-base", "Failed", |f| {
+        f.status.as_ref().and_then(|s| s.phase) == Some(FineTuneJobPhase::Failed)
+    })
+    .await;
+    let st = f.status.clone().unwrap();
+    let msg = ready_reason(&st.conditions);
+    assert!(msg.starts_with("BaseModelDigestMismatch"), "{msg}");
+    assert!(st.chain.is_none(), "nothing recorded");
+    let rec = ModelRegistry::new(
+        w.chain.suite.registry,
+        w.chain.as_(OPERATOR).provider().clone(),
+    )
+    .trainings(training_id(&f.uid().unwrap(), f.metadata.generation.unwrap()))
+    .call()
+    .await
+    .unwrap();
+    assert!(rec.modelId.is_zero(), "no training record on chain");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events(&w.client, w.n(), "other-base", "BaseModelDigestMismatch").await == 0 {
+        assert!(Instant::now() < deadline, "a Warning event says why");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
