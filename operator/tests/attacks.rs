@@ -1071,3 +1071,45 @@ async fn a_base_model_other_than_the_one_named_is_refused() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The Datanet's version bookkeeping: a tenant rewrites `status.manifestSha256` and
+/// `status.version` after version 1 was published. Which manifests are published is the
+/// operator's own record (in its trusted namespace), so no version 2 is curated and nothing
+/// is paid twice; the status is written back.
+#[tokio::test]
+async fn a_rewritten_version_status_cuts_no_new_version() {
+    let w = World::new("atk-version").await;
+    trusted(&w.client).await;
+    w.approve().await;
+    let before = w.balances().await;
+    w.honest_curation_pays_exactly_the_pool(before).await;
+    let (_, digest) = w.manifest_text().await;
+    let after = w.balances().await;
+    w.dns
+        .patch_status(
+            DATANET,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"manifestSha256": "0".repeat(64), "version": 1}})),
+        )
+        .await
+        .unwrap();
+    w.settle().await;
+    // Play the kubelet for any curation the operator started meanwhile.
+    let jobs = Api::<Job>::namespaced(w.client.clone(), w.n())
+        .list(&ListParams::default().labels("modelcommons.dev/datanet-version=2"))
+        .await
+        .unwrap()
+        .items;
+    for job in &jobs {
+        run_curation_pod(&w.client, curate_bin(), job).await;
+    }
+    w.settle().await;
+    assert_eq!(w.balances().await, after, "nothing moved");
+    assert!(jobs.is_empty(), "a version 2 was curated");
+    let st = w.datanet().await.status.unwrap();
+    assert_eq!(
+        (st.version, st.manifest_sha256.as_deref()),
+        (Some(1), Some(digest.as_str())),
+        "the status is the operator's again"
+    );
+}
