@@ -235,7 +235,9 @@ pub struct DatanetStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The sealed dataset version (1, 2, …); a new version when the manifest changes.
+    /// The sealed dataset version (1, 2, …); a new version when the manifest changes. A
+    /// mirror of the operator's own record of published versions (in its trusted namespace),
+    /// which is what decides: rewriting this changes nothing and is written back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
     /// Counts of the current version.

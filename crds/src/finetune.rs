@@ -88,8 +88,9 @@ pub struct DatanetRef {
     /// The Datanet's name (same namespace).
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// The dataset version to train on. Unset: the newest Ready version when the job starts
-    /// (then recorded in status).
+    /// The dataset version to train on (any version the operator published). Unset: the
+    /// newest published version when the job starts (then recorded in status). Fixed once the
+    /// trainer Job exists: a later version changes nothing of a running job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub version: Option<u32>,

@@ -10,6 +10,7 @@
 //! - a Job created before the operator's own under the name the operator would give it;
 //! - a forged `status.curation` (anyone with `patch datanets/status`);
 //! - a whitespace edit of the manifest (the same content: no new version, nothing paid);
+//! - a rewritten `status.manifestSha256` / `status.version` (no new version, nothing paid);
 //! - the curation report (the reward map) rewritten in the artifact store;
 //! - contributions that point into the artifact store (another version's curated dataset),
 //!   at a loopback address, and at a redirect to one.
@@ -27,7 +28,12 @@
 //! Training results:
 //! - a trainer report with forged metrics (the output is the untrained base), and job targets
 //!   looser than the proposal's rubric — judged by the operator's own evaluation on held-out
-//!   records, against the rubric.
+//!   records, against the rubric;
+//! - a base model other than the one `baseModel.sha256` names.
+//!
+//! Lineage (in `lifecycle.rs`): a job pinned to version 1 while version 2 is the latest, a job
+//! admitted before version 2 was published, and one created after the Datanet's status was
+//! rewritten to name other data.
 
 #![allow(clippy::unwrap_used)]
 
@@ -1003,7 +1009,13 @@ async fn a_base_model_other_than_the_one_named_is_refused() {
     let other = std::process::Command::new(modelcommons_testbed::workspace_binary(
         "modelcommons-trainer",
     ))
-    .args(["init", "--out", dir.path().join("base").to_str().unwrap(), "--seed", "8"])
+    .args([
+        "init",
+        "--out",
+        dir.path().join("base").to_str().unwrap(),
+        "--seed",
+        "8",
+    ])
     .output()
     .unwrap();
     assert!(other.status.success());
@@ -1042,8 +1054,10 @@ async fn a_base_model_other_than_the_one_named_is_refused() {
     ftjs.patch_status(
         "other-base",
         &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"result": {"modelDigest": format!("sha256:{}", "cd".repeat(32)),
-            "metrics": [{"name": "exactMatch", "value": "1.0"}]}}})),
+        &Patch::Merge(
+            json!({"status": {"result": {"modelDigest": format!("sha256:{}", "cd".repeat(32)),
+            "metrics": [{"name": "exactMatch", "value": "1.0"}]}}}),
+        ),
     )
     .await
     .unwrap();
@@ -1060,7 +1074,10 @@ async fn a_base_model_other_than_the_one_named_is_refused() {
         w.chain.suite.registry,
         w.chain.as_(OPERATOR).provider().clone(),
     )
-    .trainings(training_id(&f.uid().unwrap(), f.metadata.generation.unwrap()))
+    .trainings(training_id(
+        &f.uid().unwrap(),
+        f.metadata.generation.unwrap(),
+    ))
     .call()
     .await
     .unwrap();

@@ -249,8 +249,36 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         reason(f, "Gated").as_deref() == Some("DatanetNotReady")
     })
     .await;
+    // A status saying Ready opens nothing: what counts is the operator's record of the
+    // published version, in its trusted namespace.
     set_status(&datanets, "clause-review-data", "Datanet", json!({"phase": "Ready", "version": 1,
         "datasetRoot": format!("0x{}", "ab".repeat(32)), "datasetUri": format!("file://{}/data", dir.path().display())})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        reason(&ftjs.get("easy").await.unwrap(), "Gated").as_deref(),
+        Some("DatanetNotReady")
+    );
+    let dn = datanets.get("clause-review-data").await.unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), common::lifecycle::TRUSTED)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {
+                "name": modelcommons_operator::controller::lineage::record_name(&dn.metadata.uid.clone().unwrap())},
+                "data": {"v1": json!({"datasetUri": format!("file://{}/data", dir.path().display()),
+                    "datasetRoot": format!("0x{}", "ab".repeat(32)), "manifestSha256": "00",
+                    "rewardMapUri": "file:///unused"}).to_string()}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    // The record is not watched: the next recheck (2 s) or any Datanet event finds it.
+    set_status(
+        &datanets,
+        "clause-review-data",
+        "Datanet",
+        json!({"phase": "Ready", "version": 1}),
+    )
+    .await;
 
     // The gates open: children appear.
     let f = wait_for(&ftjs, "easy", "a trainer Job", |f| {

@@ -627,10 +627,12 @@ async fn the_lifecycle_runs_end_to_end() {
     assert_eq!(body["object"], "chat.completion");
     server.kill().await.unwrap();
 
-    // 5. A new manifest makes a new version (the tampered entry dropped), now on S3 with its
-    // contributions, read with the credentials of a Secret: curated, published.
+    // 5. A new manifest makes a new version (the tampered entry and carol's clauses dropped:
+    // other data), now on S3 with its contributions, read with the credentials of a Secret:
+    // curated, published.
     let mut v2 = manifest.clone();
-    v2.contributions.retain(|c| c.id != "tampered");
+    v2.contributions
+        .retain(|c| c.id != "tampered" && c.id != "carol-governing-law");
     for c in &mut v2.contributions {
         let key = format!("items/{}.jsonl", c.id);
         s3.put(
@@ -652,6 +654,18 @@ async fn the_lifecycle_runs_end_to_end() {
         )
         .await
         .unwrap();
+    // A job admitted on version 1 whose trainer has not run yet when version 2 is published:
+    // its lineage stays version 1's.
+    let mut mid = small_finetune(n, &dir.path().join("mid"), 1, 4);
+    mid["metadata"]["name"] = json!("mid-training");
+    mid["spec"]["datanetRef"]["version"] = json!(null); // the latest: 1 when admitted
+    ftjs.create(
+        &PostParams::default(),
+        &serde_json::from_value(mid).unwrap(),
+    )
+    .await
+    .unwrap();
+    let mid_job = job_of(&client, n, "mid-training").await;
     dns.patch(
         "clause-review-data",
         &kube::api::PatchParams::default(),
@@ -702,8 +716,8 @@ async fn the_lifecycle_runs_end_to_end() {
             .is_some_and(|s| s.version == Some(2) && s.phase == Some(DatanetPhase::Ready))
     })
     .await;
-    let c2 = d2.status.unwrap().counts.unwrap();
-    assert_eq!((c2.total, c2.accepted, c2.rejected), (8, 5, 3), "{c2:?}");
+    let c2 = d2.status.clone().unwrap().counts.unwrap();
+    assert_eq!((c2.total, c2.accepted, c2.rejected), (7, 4, 3), "{c2:?}");
     assert_eq!(
         distributor
             .distributions(datanet_version_id(&d.uid().unwrap(), 2))
@@ -713,6 +727,123 @@ async fn the_lifecycle_runs_end_to_end() {
             .total,
         500_000_000_000_000_000_000u128,
         "version 2 funded with its own pool"
+    );
+
+    let v2 = d2.status.clone().unwrap();
+    assert_ne!(v2.dataset_root, st.dataset_root, "version 2 is other data");
+
+    // Lineage: a job pinned to version 1 while version 2 is the latest trains on version 1,
+    // and the job admitted before version 2 was published keeps version 1 — each records
+    // version 1's root on chain. (Four steps: judged TargetsMissed, recorded all the same.)
+    let mut pinned = small_finetune(n, &dir.path().join("pinned"), 1, 4);
+    pinned["metadata"]["name"] = json!("pinned-v1");
+    pinned["spec"]["datanetRef"]["version"] = json!(1);
+    ftjs.create(
+        &PostParams::default(),
+        &serde_json::from_value(pinned).unwrap(),
+    )
+    .await
+    .unwrap();
+    let pinned_job = job_of(&client, n, "pinned-v1").await;
+    let v1_train = format!(
+        "{}/train",
+        st.dataset_uri
+            .clone()
+            .unwrap()
+            .trim_start_matches("file://")
+    );
+    for job in [&mid_job, &pinned_job] {
+        let env: std::collections::BTreeMap<String, String> = container(job)
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect();
+        assert_eq!(env["MODELCOMMONS_DATASET_VERSION"], "1");
+        assert_eq!(
+            Some(&env["MODELCOMMONS_DATASET_ROOT"]),
+            st.dataset_root.as_ref()
+        );
+        assert!(
+            container(job)
+                .args
+                .clone()
+                .unwrap()
+                .iter()
+                .any(|a| a.starts_with(&v1_train)),
+            "{:?}",
+            container(job).args
+        );
+        run_pod(
+            &workspace_binary("modelcommons-trainer"),
+            job,
+            cluster.kubeconfig(),
+        )
+        .await;
+    }
+    for name in ["mid-training", "pinned-v1"] {
+        let eval = run_evaluation_pod(&client, &ftjs, name, TRUSTED).await;
+        assert_eq!(eval["examples"], 40, "version 1's held-out records");
+        let f = wait(&ftjs, name, "judged and recorded", |f| {
+            f.status
+                .as_ref()
+                .is_some_and(|s| s.chain.is_some() && s.evaluation.is_some())
+        })
+        .await;
+        let fs = f.status.clone().unwrap();
+        assert_eq!(fs.dataset_version, Some(1), "{name}");
+        assert_eq!(fs.dataset_root, st.dataset_root, "{name}");
+        let rec = registry
+            .trainings(training_id(
+                &f.uid().unwrap(),
+                f.metadata.generation.unwrap(),
+            ))
+            .call()
+            .await
+            .unwrap();
+        assert_eq!(
+            Some(rec.datasetRoot.to_string()),
+            st.dataset_root,
+            "{name} on chain"
+        );
+    }
+    // A Datanet status rewritten by a tenant (a version 7 with other data) changes nothing of
+    // what a new job trains on: the latest version the operator published, 2.
+    dns.patch_status(
+        "clause-review-data",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"status": {"version": 7,
+            "datasetRoot": format!("0x{}", "ee".repeat(32)),
+            "datasetUri": format!("file://{}/elsewhere", dir.path().display())}})),
+    )
+    .await
+    .unwrap();
+    let mut latest = small_finetune(n, &dir.path().join("latest"), 1, 4);
+    latest["metadata"]["name"] = json!("latest");
+    latest["spec"]["datanetRef"]["version"] = json!(null);
+    ftjs.create(
+        &PostParams::default(),
+        &serde_json::from_value(latest).unwrap(),
+    )
+    .await
+    .unwrap();
+    let env: std::collections::BTreeMap<String, String> =
+        container(&job_of(&client, n, "latest").await)
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect();
+    assert_eq!(env["MODELCOMMONS_DATASET_VERSION"], "2");
+    assert_eq!(
+        Some(&env["MODELCOMMONS_DATASET_ROOT"]),
+        v2.dataset_root.as_ref()
+    );
+    assert_eq!(
+        Some(&env["MODELCOMMONS_DATASET_URI"]),
+        v2.dataset_uri.as_ref()
     );
 
     // Exactly one on-chain record per write.

@@ -44,6 +44,10 @@ pub struct TrainArgs {
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
+    /// The sha256 the base model's weights must have (lowercase hex, as `baseModel.sha256`):
+    /// training refuses to start on any other (`BaseModelDigestMismatch`).
+    #[arg(long)]
+    pub expect_base_sha256: Option<String>,
     /// full or lora.
     #[arg(long, value_enum, default_value = "lora")]
     pub method: Method,
@@ -323,8 +327,16 @@ pub fn run(args: &TrainArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Re
         bail!("--batch-size and --grad-accum must be at least 1");
     }
     let device = parse_device(&args.device)?;
-    let (mut model, tok) = load_model(&args.model, device)?;
     let base_digest = weights_digest(&args.model)?;
+    if let Some(want) = &args.expect_base_sha256
+        && want.trim_start_matches("sha256:") != base_digest
+    {
+        bail!(
+            "BaseModelDigestMismatch: the base model at {} has weights with sha256 {base_digest}, not {want} (spec.baseModel.sha256); point baseModel.uri at the model you meant or correct the digest",
+            args.model.display()
+        );
+    }
+    let (mut model, tok) = load_model(&args.model, device)?;
     let examples = data::load_sft(&args.data, &tok, args.max_seq_len)?;
     let data_digest = file_digest(&args.data)?;
     let per_step = args.batch_size * args.grad_accum;

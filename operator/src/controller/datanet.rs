@@ -795,20 +795,33 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
         }
     };
     let digest = curate::manifest_digest(&parsed);
-    if status.phase == Some(DatanetPhase::Ready)
-        && status.manifest_sha256.as_deref() == Some(&digest)
+    // Which manifests are published, and so the next version, come from the operator's own
+    // record (never from `status`, which a tenant can rewrite).
+    let published = super::lineage::versions(ctx, dn).await?;
+    if let Some((v, _)) = published
+        .iter()
+        .rev()
+        .find(|(_, r)| r.manifest_sha256 == digest)
     {
-        return Ok(Shown::new(
-            DatanetPhase::Ready,
-            "Published",
-            ready_message(status),
-            None,
-        ));
+        // Published, and the status says so; otherwise the (idempotent) publication below
+        // writes the status back from the verified result.
+        if status.phase == Some(DatanetPhase::Ready)
+            && status.version == Some(*v)
+            && status.manifest_sha256.as_deref() == Some(digest.as_str())
+        {
+            return Ok(Shown::new(
+                DatanetPhase::Ready,
+                "Published",
+                ready_message(status),
+                None,
+            ));
+        }
     }
-    let version = status.version.unwrap_or(0)
-        + u32::from(
-            status.manifest_sha256.as_deref() != Some(digest.as_str()) || status.version.is_none(),
-        );
+    let version = published
+        .iter()
+        .rev()
+        .find(|(_, r)| r.manifest_sha256 == digest)
+        .map_or_else(|| published.keys().last().map_or(1, |v| v + 1), |(v, _)| *v);
 
     // A pool the mandate's budget cannot pay is refused before anything runs.
     if let Some(shown) = over_budget(dn, ctx, model, version).await? {
@@ -1148,6 +1161,20 @@ async fn publish(
                 .or_else(|| Some(format!("published as {}", req.id))),
         };
     }
+    // The operator's record of the version, before the status mirrors it: what FineTuneJobs
+    // train on and what the next version is are read from there.
+    super::lineage::record(
+        ctx,
+        dn,
+        version,
+        &super::lineage::VersionRecord {
+            dataset_uri: r.dataset_uri.clone(),
+            dataset_root: report.dataset_root.map(|x| x.to_string()),
+            manifest_sha256: digest.clone(),
+            reward_map_uri: r.reward_map_uri.clone(),
+        },
+    )
+    .await?;
     let counts = report.counts.to_status();
     status.version = Some(version);
     status.manifest_sha256 = Some(digest);

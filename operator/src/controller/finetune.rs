@@ -22,7 +22,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use modelcommons_crds::common::{Direction, MetricTarget};
 use modelcommons_crds::conditions::{READY, set_condition};
-use modelcommons_crds::datanet::{Datanet, DatanetPhase};
+use modelcommons_crds::datanet::Datanet;
 use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase, FineTuneJobSpec, MethodType};
 use modelcommons_crds::proposal::{ModelProposal, ModelProposalPhase};
 use serde_json::json;
@@ -142,6 +142,7 @@ pub fn check_gates(
     spec: &FineTuneJobSpec,
     proposal: Option<&ModelProposal>,
     datanet: Option<&Datanet>,
+    published: &BTreeMap<u32, super::lineage::VersionRecord>,
     config: &super::Config,
 ) -> Result<Admitted, Gate> {
     trainer_image_allowed(spec, config)?;
@@ -191,43 +192,29 @@ pub fn check_gates(
             ),
         });
     };
-    let st = d.status.clone().unwrap_or_default();
-    let ready_version = (st.phase == Some(DatanetPhase::Ready))
-        .then_some(st.version)
-        .flatten();
-    let version = match (spec.datanet_ref.version, ready_version) {
-        (Some(want), Some(have)) if have == want => want,
-        (Some(want), Some(have)) if have > want => {
-            return Err(Gate {
-                reason: "DatanetVersionSuperseded",
-                message: format!(
-                    "spec.datanetRef.version {want} is pinned but Datanet {} is at version {have}; this operator can train only on the version it can locate and verify now: pin {have}, or remove the pin to take the latest",
-                    spec.datanet_ref.name
-                ),
-            });
-        }
+    // The versions the operator published, from its own record (not the Datanet's status).
+    let latest = published.keys().last().copied();
+    let version = match (spec.datanet_ref.version, latest) {
+        (Some(want), _) if published.contains_key(&want) => want,
         (None, Some(have)) => have,
         (want, _) => {
+            let st = d.status.clone().unwrap_or_default();
             return Err(Gate {
                 reason: "DatanetNotReady",
                 message: format!(
-                    "Datanet {} has no Ready version{} yet (it is {}); training starts when curation publishes it",
+                    "Datanet {} has no published version{} yet (it is {}{}); training starts when curation publishes it",
                     spec.datanet_ref.name,
                     want.map(|v| format!(" {v}")).unwrap_or_default(),
-                    st.phase.map_or("new".to_string(), |p| format!("{p:?}"))
+                    st.phase.map_or("new".to_string(), |p| format!("{p:?}")),
+                    latest
+                        .map(|l| format!(", at version {l}"))
+                        .unwrap_or_default(),
                 ),
             });
         }
     };
-    let Some(dataset_uri) = st.dataset_uri.clone() else {
-        return Err(Gate {
-            reason: "DatanetNotReady",
-            message: format!(
-                "Datanet {} is Ready but names no datasetUri",
-                spec.datanet_ref.name
-            ),
-        });
-    };
+    let record = &published[&version];
+    let dataset_uri = record.dataset_uri.clone();
     for uri in [&spec.base_model.uri, &dataset_uri, &spec.output_uri] {
         if container_path(uri).is_none() {
             return Err(Gate {
@@ -240,7 +227,7 @@ pub fn check_gates(
     }
     Ok(Admitted {
         dataset_version: version,
-        dataset_root: st.dataset_root,
+        dataset_root: record.dataset_root.clone(),
         dataset_uri,
         targets: targets(spec, Some(p)),
         rubric: true,
@@ -329,6 +316,8 @@ pub fn trainer_args(spec: &FineTuneJobSpec, dataset_dir: &str) -> Vec<String> {
         format!("{dataset_dir}/eval.jsonl"),
         "--out".into(),
         path(&spec.output_uri),
+        "--expect-base-sha256".into(),
+        spec.base_model.sha256.clone(),
         "--epochs".into(),
         h.epochs.to_string(),
         "--lr".into(),
@@ -656,6 +645,8 @@ pub struct EvalOutput {
 pub struct Baseline {
     /// Its metrics.
     pub metrics: BTreeMap<String, f64>,
+    /// sha256 of its weights.
+    pub model_digest: String,
 }
 
 /// Where the evaluation stands.
@@ -726,6 +717,22 @@ async fn evaluate(
         }
         (JobState::Complete, _) => {
             match super::datanet::pod_result::<EvalOutput, _>(ctx, ftj, &job).await? {
+                // The base the evaluation loaded must be the one the job names.
+                Some(out)
+                    if out.baseline.as_ref().is_some_and(|b| {
+                        b.model_digest != ftj.spec.base_model.sha256.trim_start_matches("sha256:")
+                    }) =>
+                {
+                    Ok(Evaluated::Failed(
+                        "BaseModelDigestMismatch",
+                        format!(
+                            "the base model at {} has weights with sha256 {}, not spec.baseModel.sha256 {}: the job did not start from the model it names; nothing is recorded",
+                            ftj.spec.base_model.uri,
+                            out.baseline.map(|b| b.model_digest).unwrap_or_default(),
+                            ftj.spec.base_model.sha256
+                        ),
+                    ))
+                }
                 Some(out) => Ok(Evaluated::Done(out)),
                 None => Ok(Evaluated::Pending(format!(
                     "the evaluation Job {ns}/{name} completed; reading its result"
@@ -889,7 +896,19 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
         // Once the Job exists its lineage is fixed (read from its pod template), and a gate
         // that closes after the trainer started does not stop it.
         Some(a) => Ok(a),
-        None => check_gates(&ftj.spec, proposal.as_ref(), datanet.as_ref(), &ctx.config),
+        None => {
+            let published = match &datanet {
+                Some(d) => super::lineage::versions(ctx, d).await?,
+                None => BTreeMap::new(),
+            };
+            check_gates(
+                &ftj.spec,
+                proposal.as_ref(),
+                datanet.as_ref(),
+                &published,
+                &ctx.config,
+            )
+        }
     };
     let admitted = match admitted {
         Ok(a) => a,

@@ -11,6 +11,7 @@ pub mod datanet;
 pub mod deployment;
 pub mod finetune;
 pub mod lease;
+pub mod lineage;
 pub mod metrics;
 pub mod proposal;
 
