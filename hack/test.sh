@@ -46,7 +46,7 @@ export MODELCOMMONS_TEST_KUBECONFIG="$state/cp/kubeconfig"
 step "tests"
 log="$state/test.log"
 set +e
-cargo test --workspace 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary (cargo prints one `test result:` per binary).

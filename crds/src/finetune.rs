@@ -295,7 +295,9 @@ pub struct RunPolicy {
     #[serde(default = "default_backoff")]
     #[schemars(range(min = 0, max = 100))]
     pub backoff_limit: u32,
-    /// Fail the job when it has run this long, in seconds.
+    /// Fail the job when it has run this long, in seconds. A job with GPUs is reserved its
+    /// GPUs × this much of the mandate's GPU-hours at admission (24 hours when unset), and
+    /// its trainer Job's deadline is capped by what is left of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub active_deadline_seconds: Option<u64>,

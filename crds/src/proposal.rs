@@ -151,10 +151,13 @@ pub struct Mandate {
 #[x_kube(validation = Rule::new("double(self.gpuHours) > 0.0").message("mandate.budget.gpuHours must be greater than zero"))]
 pub struct Budget {
     /// GPU-hours all FineTuneJobs of the proposal may use together, as a decimal string
-    /// (e.g. "120" or "7.5"). Jobs are gated when it is spent.
+    /// (e.g. "120" or "7.5"). Each job is reserved its GPUs × its deadline at admission (its
+    /// trainer Job gets a deadline capped by what is left) and charged what it used once it
+    /// finished; a job that does not fit waits (`BudgetExhausted`).
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"), length(max = 32))]
     pub gpu_hours: String,
-    /// The most GPUs the proposal's jobs may hold at once.
+    /// The most GPUs the proposal's jobs may hold at once (workers × GPUs per worker of every
+    /// admitted, unfinished job); a job that does not fit waits (`GpuLimitReached`).
     #[schemars(range(min = 1, max = 100000))]
     pub max_concurrent_gpus: u32,
 }
@@ -276,11 +279,13 @@ pub struct ProposalChain {
     pub stake_refunded: Option<String>,
 }
 
-/// The mandate's budget accounting.
+/// The mandate's budget accounting: a mirror of the operator's usage record (in its trusted
+/// namespace), which is what admission reads.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BudgetStatus {
-    /// GPU-hours used by the proposal's FineTuneJobs, as a decimal string.
+    /// GPU-hours used by the proposal's FineTuneJobs (reserved, for those still running), as a
+    /// decimal string.
     pub gpu_hours_used: String,
     /// GPU-hours left, as a decimal string.
     pub gpu_hours_left: String,

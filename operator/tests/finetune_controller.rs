@@ -61,6 +61,19 @@ async fn wait_for(
     }
 }
 
+/// The Job `name`, waited for: a job's status is written while its children are applied, so
+/// the Job may follow it by moments.
+async fn job_named(jobs: &Api<Job>, name: &str) -> Job {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(j) = jobs.get_opt(name).await.unwrap() {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "no Job {name}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn reason(f: &FineTuneJob, type_: &str) -> Option<String> {
     f.status
         .as_ref()?
@@ -107,8 +120,8 @@ fn job_spec(
     f["spec"]["checkpointing"] = json!({"everySteps": 5, "keep": 1});
     f["spec"]["targets"] = targets;
     f["spec"]["runPolicy"] = match queue {
-        Some(q) => json!({"backoffLimit": 1, "queueName": q}),
-        None => json!({"backoffLimit": 1}),
+        Some(q) => json!({"backoffLimit": 1, "activeDeadlineSeconds": 600, "queueName": q}),
+        None => json!({"backoffLimit": 1, "activeDeadlineSeconds": 600}),
     };
     serde_json::from_value(f).unwrap()
 }
@@ -225,18 +238,8 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         jobs.get_opt("easy-trainer").await.unwrap().is_none(),
         "no pods before the gates open"
     );
-    set_status(
-        &proposals,
-        "clause-review",
-        "ModelProposal",
-        json!({"phase": "Approved", "budget": {"gpuHoursUsed": "48", "gpuHoursLeft": "0"}}),
-    )
-    .await;
-    // Gate 2: approved, but the mandate's GPU-hours are spent.
-    wait_for(&ftjs, "easy", "BudgetExhausted", |f| {
-        reason(f, "Gated").as_deref() == Some("BudgetExhausted")
-    })
-    .await;
+    // The mandate's 48 GPU-hours are spent by another job, in the operator's usage record;
+    // the status claims otherwise, which counts for nothing.
     set_status(
         &proposals,
         "clause-review",
@@ -244,7 +247,21 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         json!({"phase": "Approved", "budget": {"gpuHoursUsed": "0", "gpuHoursLeft": "48"}}),
     )
     .await;
-    // Gate 3: the Datanet has no Ready version (released by the proposal watch, not a timer).
+    let mp = proposals.get("clause-review").await.unwrap();
+    let usage_name =
+        modelcommons_operator::controller::usage::record_name(&mp.metadata.uid.clone().unwrap());
+    let trusted_cms: Api<ConfigMap> = Api::namespaced(client.clone(), common::lifecycle::TRUSTED);
+    trusted_cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": usage_name},
+                "data": {"0000-spent": json!({"job": "elsewhere/spent", "gpus": 8,
+                    "reservedHours": 48.0, "usedHours": 48.0}).to_string()}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    // Gate 2: the Datanet has no Ready version (released by the proposal watch, not a timer).
     wait_for(&ftjs, "easy", "DatanetNotReady", |f| {
         reason(f, "Gated").as_deref() == Some("DatanetNotReady")
     })
@@ -279,6 +296,22 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         json!({"phase": "Ready", "version": 1}),
     )
     .await;
+    // Gate 3 (admission): the mandate's GPU-hours are spent.
+    let f = wait_for(&ftjs, "easy", "BudgetExhausted", |f| {
+        reason(f, "Gated").as_deref() == Some("BudgetExhausted")
+    })
+    .await;
+    let gated = &f.status.unwrap().conditions;
+    assert!(
+        gated
+            .iter()
+            .any(|c| c.message.contains("0.00 of its 48 GPU-hours left")),
+        "{gated:?}"
+    );
+    trusted_cms
+        .delete(&usage_name, &Default::default())
+        .await
+        .unwrap();
 
     // The gates open: children appear.
     let f = wait_for(&ftjs, "easy", "a trainer Job", |f| {
@@ -286,7 +319,7 @@ async fn gates_children_and_phases_of_a_finetune_job() {
     })
     .await;
     assert_eq!(f.status.as_ref().unwrap().dataset_version, Some(1));
-    let job = jobs.get("easy-trainer").await.unwrap();
+    let job = job_named(&jobs, "easy-trainer").await;
     let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
         (owner.kind.as_str(), owner.name.as_str(), owner.controller),
@@ -394,7 +427,7 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         reason(&f, "Suspended").as_deref(),
         Some("AwaitingAdmission")
     );
-    let q = jobs.get("queued-trainer").await.unwrap();
+    let q = job_named(&jobs, "queued-trainer").await;
     assert_eq!(q.spec.unwrap().suspend, Some(true));
     assert_eq!(
         q.metadata.labels.unwrap()["kueue.x-k8s.io/queue-name"],
@@ -406,6 +439,39 @@ async fn gates_children_and_phases_of_a_finetune_job() {
     )
     .unwrap();
     assert_eq!(targets.as_array().unwrap().len(), 1);
+
+    // More GPUs than the mandate allows at once: it waits, saying why.
+    let mut big = job_spec(n, "big", dir.path(), json!([]), None);
+    big.spec.resources.workers = 9;
+    ftjs.create(&PostParams::default(), &big).await.unwrap();
+    let f = wait_for(&ftjs, "big", "GpuLimitReached", |f| {
+        reason(f, "Gated").as_deref() == Some("GpuLimitReached")
+    })
+    .await;
+    let msg = serde_json::to_string(&f.status.unwrap().conditions).unwrap();
+    assert!(
+        msg.contains("allows 8 GPUs at once") && msg.contains("needs 9"),
+        "{msg}"
+    );
+    assert!(jobs.get_opt("big-trainer").await.unwrap().is_none());
+    // What the others reserved is in the operator's usage record: each admitted 1-GPU job
+    // holds 600 s of one GPU until it finishes.
+    let usage = modelcommons_operator::controller::usage::parse(
+        &trusted_cms.get(&usage_name).await.unwrap().data.unwrap(),
+    );
+    assert_eq!(usage.len(), 3, "{usage:?}");
+    assert!(
+        usage
+            .values()
+            .all(|u| u.gpus == 1 && (u.reserved_hours - 600.0 / 3600.0).abs() < 1e-9),
+        "{usage:?}"
+    );
+    assert_eq!(
+        usage.values().filter(|u| u.used_hours.is_some()).count(),
+        2,
+        "easy and hard finished; queued still holds its GPU: {usage:?}"
+    );
+    ftjs.delete("big", &Default::default()).await.unwrap();
 
     // A settled job is left alone: no further writes.
     let rv = ftjs.get("easy").await.unwrap().metadata.resource_version;

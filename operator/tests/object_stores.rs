@@ -82,15 +82,15 @@ async fn curate(store: &Store, manifest_uri: &str, env: &[(String, String)]) -> 
     );
     let result: CurationResult =
         serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
-    // The curated dataset is on disk where the result says: the 12 records of the 5
-    // accepted contributions.
+    // The curated dataset is on disk where the result says: the 200 generated records of the
+    // 5 accepted contributions.
     let dataset = result.dataset_uri.strip_prefix("file://").unwrap();
     assert_eq!(
         std::fs::read_to_string(Path::new(dataset).join("dataset.jsonl"))
             .unwrap()
             .lines()
             .count(),
-        12
+        200
     );
     result
 }

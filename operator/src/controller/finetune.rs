@@ -47,6 +47,8 @@ pub const DATASET_URI_ENV: &str = "MODELCOMMONS_DATASET_URI";
 pub const DATASET_VERSION_ENV: &str = "MODELCOMMONS_DATASET_VERSION";
 /// See [`DATASET_URI_ENV`].
 pub const DATASET_ROOT_ENV: &str = "MODELCOMMONS_DATASET_ROOT";
+/// The deadline, and so the GPU-hours reserved, of a GPU job that names none: 24 hours.
+pub const DEFAULT_DEADLINE_SECONDS: u64 = 24 * 3600;
 /// Where the evaluation pod writes its result (the termination message).
 pub const EVAL_RESULT_FILE: &str = "/dev/termination-log";
 /// The label naming the FineTuneJob (its uid) an evaluation Job judges.
@@ -75,6 +77,9 @@ pub struct Admitted {
     /// Whether the proposal's rubric is among them (false once the proposal is gone: then
     /// nothing passes).
     pub rubric: bool,
+    /// The trainer Job's deadline: the job's own, capped by what is left of the mandate's
+    /// GPU-hours (what admission reserved); None for a job that holds no GPU.
+    pub active_deadline_seconds: Option<u64>,
 }
 
 /// Whether a storage URI a tenant wrote may become a volume of a workload pod: `pvc://`
@@ -172,17 +177,6 @@ pub fn check_gates(
             ),
         });
     }
-    if let Some(budget) = p.status.as_ref().and_then(|s| s.budget.as_ref())
-        && budget.gpu_hours_left.parse::<f64>().is_ok_and(|h| h <= 0.0)
-    {
-        return Err(Gate {
-            reason: "BudgetExhausted",
-            message: format!(
-                "ModelProposal {} has no GPU-hours left ({} used); raise the mandate's budget through governance",
-                spec.proposal_ref.name, budget.gpu_hours_used
-            ),
-        });
-    }
     let Some(d) = datanet else {
         return Err(Gate {
             reason: "DatanetNotFound",
@@ -231,6 +225,7 @@ pub fn check_gates(
         dataset_uri,
         targets: targets(spec, Some(p)),
         rubric: true,
+        active_deadline_seconds: spec.run_policy.active_deadline_seconds,
     })
 }
 
@@ -476,7 +471,7 @@ pub fn trainer_job(
             }
         }
     });
-    if let Some(d) = spec.run_policy.active_deadline_seconds {
+    if let Some(d) = admitted.active_deadline_seconds {
         job["spec"]["activeDeadlineSeconds"] = json!(d);
     }
     if let Some(t) = spec.run_policy.ttl_seconds_after_finished {
@@ -842,6 +837,11 @@ pub struct Caches {
     proposals: Store<ModelProposal>,
     datanets: Store<Datanet>,
     jobs: Store<Job>,
+    /// The FineTuneJobs (the controller's own store): which admitted jobs still exist.
+    ftjs: Store<FineTuneJob>,
+    /// Held while a job is admitted: admissions of one mandate read and write its usage
+    /// record one at a time.
+    admission: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Caches {
@@ -901,13 +901,16 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
                 Some(d) => super::lineage::versions(ctx, d).await?,
                 None => BTreeMap::new(),
             };
-            check_gates(
+            match check_gates(
                 &ftj.spec,
                 proposal.as_ref(),
                 datanet.as_ref(),
                 &published,
                 &ctx.config,
-            )
+            ) {
+                Ok(a) => admit(&ftj, proposal.as_ref(), a, c).await?,
+                Err(g) => Err(g),
+            }
         }
     };
     let admitted = match admitted {
@@ -958,6 +961,9 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
     }
     let (state, failure) = job_state(&job);
     let hours = gpu_hours(&ftj.spec, &job);
+    if matches!(state, JobState::Complete | JobState::Failed) && !fresh {
+        finish_usage(&ftj, proposal.as_ref(), hours, ctx).await?;
+    }
     let job_status = job.status.clone().unwrap_or_default();
     let mut extra = json!({
         "jobName": name,
@@ -1234,6 +1240,104 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
     Ok(requeue)
 }
 
+/// Admission against the mandate (after the other gates): the job's GPUs must fit under
+/// `maxConcurrentGpus` beside what the mandate's other admitted jobs hold, and its GPU-hours
+/// under what is left of `gpuHours` — both from the operator's usage record, never from a
+/// status. The job is reserved its GPUs × its deadline, and its Job gets that deadline (the
+/// job's own, capped by what is left), so it cannot run past the budget. Jobs without GPUs
+/// charge nothing.
+async fn admit(
+    ftj: &FineTuneJob,
+    proposal: Option<&ModelProposal>,
+    mut a: Admitted,
+    c: &Caches,
+) -> Result<Result<Admitted, Gate>, Error> {
+    use super::usage::{self, JobUsage};
+    let Some(p) = proposal else {
+        return Ok(Ok(a));
+    };
+    let spec = &ftj.spec;
+    let gpus = spec.resources.workers.max(1) * spec.resources.gpus_per_worker;
+    if gpus == 0 {
+        return Ok(Ok(a));
+    }
+    let ctx = &c.ctx;
+    let uid = ftj.uid().unwrap_or_default();
+    let _one_at_a_time = c.admission.lock().await;
+    let record = usage::usage(ctx, p).await?;
+    if let Some(mine) = record.get(&uid) {
+        // Admitted before (its Job was not created, or not seen yet): the same reservation.
+        a.active_deadline_seconds =
+            Some((mine.reserved_hours / f64::from(gpus.max(1)) * 3600.0).round() as u64);
+        return Ok(Ok(a));
+    }
+    let live = |u: &str| c.ftjs.state().iter().any(|f| f.uid().as_deref() == Some(u));
+    let (held, charged, holders) = usage::held(&record, &uid, &live);
+    let budget = &p.spec.mandate.budget;
+    if held + gpus > budget.max_concurrent_gpus {
+        return Ok(Err(Gate {
+            reason: "GpuLimitReached",
+            message: format!(
+                "ModelProposal {} allows {} GPUs at once; {held} are held by {} and this job needs {gpus}: it starts by itself when they finish",
+                p.name_any(),
+                budget.max_concurrent_gpus,
+                holders.join(", ")
+            ),
+        }));
+    }
+    let total: f64 = budget.gpu_hours.parse().unwrap_or(0.0);
+    let left = total - charged;
+    let cap = (left.max(0.0) / f64::from(gpus) * 3600.0).floor() as u64;
+    if cap < 60 {
+        return Ok(Err(Gate {
+            reason: "BudgetExhausted",
+            message: format!(
+                "ModelProposal {} has {:.2} of its {total} GPU-hours left ({charged:.2} used or reserved by its jobs): not a minute for this job's {gpus} GPUs; raise the mandate's budget through governance",
+                p.name_any(),
+                left.max(0.0)
+            ),
+        }));
+    }
+    let deadline = spec
+        .run_policy
+        .active_deadline_seconds
+        .unwrap_or(DEFAULT_DEADLINE_SECONDS)
+        .min(cap);
+    usage::record(
+        ctx,
+        p,
+        &uid,
+        &JobUsage {
+            job: format!("{}/{}", ftj.namespace().unwrap_or_default(), ftj.name_any()),
+            gpus,
+            reserved_hours: f64::from(gpus) * deadline as f64 / 3600.0,
+            used_hours: None,
+        },
+    )
+    .await?;
+    a.active_deadline_seconds = Some(deadline);
+    Ok(Ok(a))
+}
+
+/// Records what a finished job used (once): its GPUs for the time its Job ran.
+async fn finish_usage(
+    ftj: &FineTuneJob,
+    proposal: Option<&ModelProposal>,
+    hours: f64,
+    ctx: &Context,
+) -> Result<(), Error> {
+    use super::usage;
+    let Some(p) = proposal else { return Ok(()) };
+    let uid = ftj.uid().unwrap_or_default();
+    let record = usage::usage(ctx, p).await?;
+    if let Some(u) = record.get(&uid).filter(|u| u.active()) {
+        let mut u = u.clone();
+        u.used_hours = Some(hours);
+        usage::record(ctx, p, &uid, &u).await?;
+    }
+    Ok(())
+}
+
 /// Records the judged result on chain once (job id from the object's uid and generation):
 /// dataset root → model digest → metrics hash → passed. Returns the transaction (or, when an
 /// earlier attempt already recorded it, the record's id).
@@ -1321,6 +1425,11 @@ fn started(ftj: &FineTuneJob, proposal: Option<&ModelProposal>, job: &Job) -> Ad
         dataset_uri: env.get(DATASET_URI_ENV).cloned().unwrap_or_default(),
         targets: targets(&ftj.spec, proposal),
         rubric: proposal.is_some(),
+        active_deadline_seconds: job
+            .spec
+            .as_ref()
+            .and_then(|s| s.active_deadline_seconds)
+            .and_then(|d| u64::try_from(d).ok()),
     }
 }
 
@@ -1543,6 +1652,8 @@ pub async fn run(ctx: Context) {
         proposals: proposal_store,
         datanets: datanet_store,
         jobs: job_store,
+        ftjs: ftj_store.clone(),
+        admission: Arc::default(),
     };
     Controller::for_stream(cached(ftjs, wc(), ftj_writer, keep), ftj_store)
         .owns_stream(cached(
@@ -1665,6 +1776,7 @@ mod tests {
                 dataset_uri: "pvc://artifacts/d".into(),
                 targets: vec![],
                 rubric: true,
+                active_deadline_seconds: None,
             },
             false,
         );

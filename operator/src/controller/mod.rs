@@ -14,6 +14,7 @@ pub mod lease;
 pub mod lineage;
 pub mod metrics;
 pub mod proposal;
+pub mod usage;
 
 /// The operator's field manager (the trainer writes under `modelcommons.dev/trainer`).
 pub const FIELD_MANAGER: &str = "modelcommons.dev/operator";

@@ -105,7 +105,8 @@ fn hours(h: f64) -> String {
     if s.is_empty() { "0".into() } else { s.into() }
 }
 
-/// GPU-hours used by the proposal's FineTuneJobs, and how many objects work under it.
+/// GPU-hours used (or reserved) by the proposal's FineTuneJobs, and how many objects work
+/// under it.
 async fn accounting(mp: &ModelProposal, ctx: &Context) -> Result<(BudgetStatus, Children), Error> {
     let ns = mp.namespace().unwrap_or_default();
     let name = mp.name_any();
@@ -117,16 +118,11 @@ async fn accounting(mp: &ModelProposal, ctx: &Context) -> Result<(BudgetStatus, 
         .into_iter()
         .filter(|f| f.spec.proposal_ref.name == name)
         .collect();
-    let used: f64 = ftjs
-        .iter()
-        .filter_map(|f| {
-            f.status
-                .as_ref()?
-                .gpu_hours_used
-                .as_ref()?
-                .parse::<f64>()
-                .ok()
-        })
+    // Used or reserved, from the operator's usage record (not the jobs' status).
+    let used: f64 = super::usage::usage(ctx, mp)
+        .await?
+        .values()
+        .map(super::usage::JobUsage::charged)
         .sum();
     let budget: f64 = mp.spec.mandate.budget.gpu_hours.parse().unwrap_or(0.0);
     let job_names: Vec<String> = ftjs.iter().map(ResourceExt::name_any).collect();
