@@ -1130,3 +1130,67 @@ async fn a_rewritten_version_status_cuts_no_new_version() {
         "the status is the operator's again"
     );
 }
+
+/// Training under a mandate the vote has not ratified: a second proposal, still voting, gets
+/// its status forged to `Approved`, and a FineTuneJob under it names the Datanet published
+/// for the first. No trainer Job is created: ratification is read from the chain, and the
+/// Datanet must be the job's own proposal's.
+#[tokio::test]
+async fn a_forged_approval_or_another_mandates_data_trains_nothing() {
+    use modelcommons_crds::finetune::FineTuneJob;
+    let w = World::new("atk-unratified").await;
+    trusted(&w.client).await;
+    w.approve().await;
+    let before = w.balances().await;
+    w.honest_curation_pays_exactly_the_pool(before).await;
+    stake(&w.chain, open(100)).await;
+    w.mps
+        .create(
+            &PostParams::default(),
+            &proposal_spec(&w.chain, w.n(), "unratified", open(100)).await,
+        )
+        .await
+        .unwrap();
+    wait(&w.mps, "unratified", "Voting", |p| {
+        phase(p) == Some(ModelProposalPhase::Voting)
+    })
+    .await;
+    let forge = || async {
+        w.mps
+            .patch_status(
+                "unratified",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Approved"}})),
+            )
+            .await
+            .unwrap();
+    };
+    forge().await;
+    let dir = tempfile::tempdir_in(w.store.parent().unwrap()).unwrap();
+    let ftjs: Api<FineTuneJob> = Api::namespaced(w.client.clone(), w.n());
+    let mut f = small_finetune(w.n(), dir.path(), 1, 4);
+    f["metadata"]["name"] = json!("unratified-training");
+    f["spec"]["proposalRef"]["name"] = json!("unratified");
+    ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
+        .await
+        .unwrap();
+    // The proposal controller writes the status back; the tenant keeps forging it.
+    for _ in 0..10 {
+        forge().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let f = ftjs.get("unratified-training").await.unwrap();
+    let gated = serde_json::to_string(&f.status.as_ref().map(|s| &s.conditions)).unwrap();
+    assert!(
+        Api::<Job>::namespaced(w.client.clone(), w.n())
+            .get_opt("unratified-training-trainer")
+            .await
+            .unwrap()
+            .is_none(),
+        "a trainer Job was created: {gated}"
+    );
+    assert!(
+        gated.contains("ProposalNotApproved") || gated.contains("DatanetOfAnotherProposal"),
+        "{gated}"
+    );
+}
