@@ -276,15 +276,23 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         Some("DatanetNotReady")
     );
     let dn = datanets.get("clause-review-data").await.unwrap();
-    Api::<ConfigMap>::namespaced(client.clone(), common::lifecycle::TRUSTED)
+    let lineage_name =
+        modelcommons_operator::controller::lineage::record_name(&dn.metadata.uid.clone().unwrap());
+    // What the Datanet controller records once version 1 is published — at first with three
+    // accepted contributions, one short of the mandate's data need (4 of quality >= 6000).
+    let version_1 = |qualities: &[u32]| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": lineage_name},
+            "data": {"v1": json!({"datasetUri": format!("file://{}/data", dir.path().display()),
+                "datasetRoot": format!("0x{}", "ab".repeat(32)), "manifestSha256": "00",
+                "rewardMapUri": "file:///unused", "acceptedQualityBps": qualities}).to_string()}}))
+        .unwrap()
+    };
+    let trusted_lineage: Api<ConfigMap> =
+        Api::namespaced(client.clone(), common::lifecycle::TRUSTED);
+    trusted_lineage
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {
-                "name": modelcommons_operator::controller::lineage::record_name(&dn.metadata.uid.clone().unwrap())},
-                "data": {"v1": json!({"datasetUri": format!("file://{}/data", dir.path().display()),
-                    "datasetRoot": format!("0x{}", "ab".repeat(32)), "manifestSha256": "00",
-                    "rewardMapUri": "file:///unused"}).to_string()}}))
-            .unwrap(),
+            &version_1(&[9000, 8000, 7000, 5000]),
         )
         .await
         .unwrap();
@@ -296,6 +304,28 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         json!({"phase": "Ready", "version": 1}),
     )
     .await;
+    let f = wait_for(&ftjs, "easy", "DataNeedsUnmet", |f| {
+        reason(f, "Gated").as_deref() == Some("DataNeedsUnmet")
+    })
+    .await;
+    let gated = serde_json::to_string(&f.status.unwrap().conditions).unwrap();
+    assert!(
+        gated.contains("reviewed-clauses") && gated.contains("has 3"),
+        "{gated}"
+    );
+    trusted_lineage
+        .replace(&lineage_name, &PostParams::default(), &{
+            let mut cm = version_1(&[9000, 8000, 7000, 6000, 5000]);
+            cm.metadata.resource_version = trusted_lineage
+                .get(&lineage_name)
+                .await
+                .unwrap()
+                .metadata
+                .resource_version;
+            cm
+        })
+        .await
+        .unwrap();
     // Gate 3 (admission): the mandate's GPU-hours are spent.
     let f = wait_for(&ftjs, "easy", "BudgetExhausted", |f| {
         reason(f, "Gated").as_deref() == Some("BudgetExhausted")

@@ -1172,6 +1172,12 @@ async fn publish(
             dataset_root: report.dataset_root.map(|x| x.to_string()),
             manifest_sha256: digest.clone(),
             reward_map_uri: r.reward_map_uri.clone(),
+            accepted_quality_bps: report
+                .items
+                .iter()
+                .filter(|i| i.accepted())
+                .filter_map(|i| i.quality_bps)
+                .collect(),
         },
     )
     .await?;

@@ -186,6 +186,18 @@ pub fn check_gates(
             ),
         });
     };
+    if d.spec.proposal_ref.name != spec.proposal_ref.name {
+        return Err(Gate {
+            reason: "DatanetOfAnotherProposal",
+            message: format!(
+                "Datanet {} gathers data for ModelProposal {}, not {}: a job trains under its own mandate on its own mandate's data; name a Datanet of {}",
+                spec.datanet_ref.name,
+                d.spec.proposal_ref.name,
+                spec.proposal_ref.name,
+                spec.proposal_ref.name
+            ),
+        });
+    }
     // The versions the operator published, from its own record (not the Datanet's status).
     let latest = published.keys().last().copied();
     let version = match (spec.datanet_ref.version, latest) {
@@ -208,6 +220,27 @@ pub fn check_gates(
         }
     };
     let record = &published[&version];
+    // The mandate's data needs, against the version trained on (the operator's record of it).
+    for need in &p.spec.mandate.data_needs {
+        let have = record
+            .accepted_quality_bps
+            .iter()
+            .filter(|q| **q >= need.min_quality_bps)
+            .count();
+        if have < need.min_accepted_contributions as usize {
+            return Err(Gate {
+                reason: "DataNeedsUnmet",
+                message: format!(
+                    "ModelProposal {}'s data need {} asks for {} accepted contributions of quality >= {} bps before training; Datanet {} version {version} has {have}: training starts on a version that has them",
+                    spec.proposal_ref.name,
+                    need.name,
+                    need.min_accepted_contributions,
+                    need.min_quality_bps,
+                    spec.datanet_ref.name
+                ),
+            });
+        }
+    }
     let dataset_uri = record.dataset_uri.clone();
     for uri in [&spec.base_model.uri, &dataset_uri, &spec.output_uri] {
         if container_path(uri).is_none() {
@@ -1256,12 +1289,26 @@ async fn admit(
     let Some(p) = proposal else {
         return Ok(Ok(a));
     };
+    let ctx = &c.ctx;
+    // The vote decides, not the proposal's status (which a tenant can write): with a chain,
+    // the mandate must be ratified there.
+    if let Some(h) = &ctx.ledger {
+        let model = crate::ledger::ids::model_id(&p.uid().unwrap_or_default());
+        if !h.ledger.ratified(h.suite.registry, model).await? {
+            return Ok(Err(Gate {
+                reason: "ProposalNotApproved",
+                message: format!(
+                    "the chain has not ratified ModelProposal {}'s mandate (whatever its status says); training starts by itself once token holders approve it",
+                    p.name_any()
+                ),
+            }));
+        }
+    }
     let spec = &ftj.spec;
     let gpus = spec.resources.workers.max(1) * spec.resources.gpus_per_worker;
     if gpus == 0 {
         return Ok(Ok(a));
     }
-    let ctx = &c.ctx;
     let uid = ftj.uid().unwrap_or_default();
     let _one_at_a_time = c.admission.lock().await;
     let record = usage::usage(ctx, p).await?;

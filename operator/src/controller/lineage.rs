@@ -30,6 +30,10 @@ pub struct VersionRecord {
     pub manifest_sha256: String,
     /// The content-addressed curation report.
     pub reward_map_uri: String,
+    /// The quality score (basis points) of each accepted contribution: what the mandate's
+    /// `dataNeeds` are checked against.
+    #[serde(default)]
+    pub accepted_quality_bps: Vec<u32>,
 }
 
 /// The record's ConfigMap name for the Datanet with `uid`.
@@ -97,6 +101,7 @@ mod tests {
             dataset_root: Some("0x01".into()),
             manifest_sha256: "ab".into(),
             reward_map_uri: "file:///s/r.json".into(),
+            accepted_quality_bps: vec![10_000, 7_000],
         };
         let data = BTreeMap::from([
             (

@@ -421,6 +421,17 @@ impl Ledger {
     /// A mandate's reward budget and what its pools have drawn: (budget, spent) — as the
     /// chain says, not a proposal's status. The budget is 0 until the vote has ratified the
     /// mandate (only then is it escrowed and spendable).
+    /// Whether the vote has ratified the mandate of `model` (its registry status is
+    /// `Ratified`): what a mandate's spending — pools, training — waits for.
+    pub async fn ratified(&self, registry: Address, model: B256) -> Result<bool> {
+        let m = ModelRegistry::new(registry, &self.provider)
+            .models(model)
+            .call()
+            .await
+            .map_err(call_error("ModelRegistry", "models", registry))?;
+        Ok(m.status == 2)
+    }
+
     pub async fn reward_budget(&self, registry: Address, model: B256) -> Result<(U256, U256)> {
         let m = ModelRegistry::new(registry, &self.provider)
             .models(model)
