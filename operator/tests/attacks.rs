@@ -224,6 +224,17 @@ impl World {
         tokio::time::sleep(Duration::from_secs(6)).await;
     }
 
+    /// [`World::new`] with the proposal approved, version 1 curated and paid honestly, and
+    /// the operator's trusted namespace in place: where the training attacks start.
+    async fn curated(tag: &str) -> Self {
+        let w = Self::new(tag).await;
+        trusted(&w.client).await;
+        w.approve().await;
+        let before = w.balances().await;
+        w.honest_curation_pays_exactly_the_pool(before).await;
+        w
+    }
+
     /// Runs the operator's own curation pod honestly and waits for the version to be
     /// published: the pool, exactly, moves from the mandate's escrow to the distributor; the
     /// operator's wallet pays nothing.
@@ -411,10 +422,7 @@ async fn a_forged_status_curation_publishes_nothing() {
 
 #[tokio::test]
 async fn a_whitespace_edit_of_the_manifest_is_no_new_version() {
-    let w = World::new("atk-ws").await;
-    w.approve().await;
-    let before = w.balances().await;
-    w.honest_curation_pays_exactly_the_pool(before).await;
+    let w = World::curated("atk-ws").await;
     let paid = w.balances().await;
     let (text, _) = w.manifest_text().await;
     // The same contributions, reformatted: blank lines, a comment, trailing spaces.
@@ -664,10 +672,7 @@ fn reasons(status: &serde_json::Value) -> Vec<String> {
 async fn workloads_get_no_host_path_and_no_image_the_operator_does_not_run() {
     use modelcommons_crds::deployment::ModelDeployment;
     use modelcommons_crds::finetune::FineTuneJob;
-    let w = World::new("atk-work").await;
-    w.approve().await;
-    let before = w.balances().await;
-    w.honest_curation_pays_exactly_the_pool(before).await;
+    let w = World::curated("atk-work").await;
     let dir = tempfile::tempdir_in(w.store.parent().unwrap()).unwrap();
     let ftjs: Api<FineTuneJob> = Api::namespaced(w.client.clone(), w.n());
     let mut host = small_finetune(w.n(), dir.path(), 1, 4);
@@ -883,11 +888,7 @@ async fn a_self_reported_metric_or_a_loosened_target_passes_nothing() {
     use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
     use modelcommons_operator::ledger::bindings::ModelRegistry;
     use modelcommons_operator::ledger::ids::training_id;
-    let w = World::new("atk-train").await;
-    trusted(&w.client).await;
-    w.approve().await;
-    let before = w.balances().await;
-    w.honest_curation_pays_exactly_the_pool(before).await;
+    let w = World::curated("atk-train").await;
     let after_curation = w.balances().await;
     let dir = tempfile::tempdir_in(w.store.parent().unwrap()).unwrap();
     let ftjs: Api<FineTuneJob> = Api::namespaced(w.client.clone(), w.n());
@@ -996,11 +997,7 @@ async fn a_base_model_other_than_the_one_named_is_refused() {
     use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
     use modelcommons_operator::ledger::bindings::ModelRegistry;
     use modelcommons_operator::ledger::ids::training_id;
-    let w = World::new("atk-base").await;
-    trusted(&w.client).await;
-    w.approve().await;
-    let before = w.balances().await;
-    w.honest_curation_pays_exactly_the_pool(before).await;
+    let w = World::curated("atk-base").await;
     let dir = tempfile::tempdir_in(w.store.parent().unwrap()).unwrap();
     let ftjs: Api<FineTuneJob> = Api::namespaced(w.client.clone(), w.n());
     let mut f = small_finetune(w.n(), dir.path(), 1, 4);
@@ -1095,11 +1092,7 @@ async fn a_base_model_other_than_the_one_named_is_refused() {
 /// is paid twice; the status is written back.
 #[tokio::test]
 async fn a_rewritten_version_status_cuts_no_new_version() {
-    let w = World::new("atk-version").await;
-    trusted(&w.client).await;
-    w.approve().await;
-    let before = w.balances().await;
-    w.honest_curation_pays_exactly_the_pool(before).await;
+    let w = World::curated("atk-version").await;
     let (_, digest) = w.manifest_text().await;
     let after = w.balances().await;
     w.dns
@@ -1138,11 +1131,7 @@ async fn a_rewritten_version_status_cuts_no_new_version() {
 #[tokio::test]
 async fn a_forged_approval_or_another_mandates_data_trains_nothing() {
     use modelcommons_crds::finetune::FineTuneJob;
-    let w = World::new("atk-unratified").await;
-    trusted(&w.client).await;
-    w.approve().await;
-    let before = w.balances().await;
-    w.honest_curation_pays_exactly_the_pool(before).await;
+    let w = World::curated("atk-unratified").await;
     stake(&w.chain, open(100)).await;
     w.mps
         .create(

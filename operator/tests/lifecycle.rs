@@ -753,13 +753,7 @@ async fn the_lifecycle_runs_end_to_end() {
             .trim_start_matches("file://")
     );
     for job in [&mid_job, &pinned_job] {
-        let env: std::collections::BTreeMap<String, String> = container(job)
-            .env
-            .clone()
-            .unwrap()
-            .into_iter()
-            .filter_map(|e| Some((e.name, e.value?)))
-            .collect();
+        let env = env_of(job);
         assert_eq!(env["MODELCOMMONS_DATASET_VERSION"], "1");
         assert_eq!(
             Some(&env["MODELCOMMONS_DATASET_ROOT"]),
@@ -828,14 +822,7 @@ async fn the_lifecycle_runs_end_to_end() {
     )
     .await
     .unwrap();
-    let env: std::collections::BTreeMap<String, String> =
-        container(&job_of(&client, n, "latest").await)
-            .env
-            .clone()
-            .unwrap()
-            .into_iter()
-            .filter_map(|e| Some((e.name, e.value?)))
-            .collect();
+    let env = env_of(&job_of(&client, n, "latest").await);
     assert_eq!(env["MODELCOMMONS_DATASET_VERSION"], "2");
     assert_eq!(
         Some(&env["MODELCOMMONS_DATASET_ROOT"]),

@@ -9,14 +9,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use modelcommons_crds::datanet::Datanet;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::{Context, Error, FIELD_MANAGER, LABEL_MANAGED_BY};
+use super::{Context, Error};
 
 /// One published version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,14 +40,8 @@ pub fn record_name(uid: &str) -> String {
 
 /// Every published version of `dn`, by number (empty when none is).
 pub async fn versions(ctx: &Context, dn: &Datanet) -> Result<BTreeMap<u32, VersionRecord>, Error> {
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.config.trusted_namespace);
-    let Some(cm) = api
-        .get_opt(&record_name(&dn.uid().unwrap_or_default()))
-        .await?
-    else {
-        return Ok(BTreeMap::new());
-    };
-    Ok(parse(&cm.data.unwrap_or_default()))
+    let data = super::trusted::read(ctx, &record_name(&dn.uid().unwrap_or_default())).await?;
+    Ok(parse(&data))
 }
 
 /// The versions in a record's data (keys `v<N>`; anything else is skipped).
@@ -70,24 +61,18 @@ pub async fn record(
     version: u32,
     rec: &VersionRecord,
 ) -> Result<(), Error> {
-    let ns = &ctx.config.trusted_namespace;
-    let name = record_name(&dn.uid().unwrap_or_default());
-    let cm = json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": ns,
-            "labels": {LABEL_MANAGED_BY: "modelcommons-operator", "app.kubernetes.io/name": "modelcommons-lineage"},
-            "annotations": {"modelcommons.dev/datanet": format!("{}/{}", dn.namespace().unwrap_or_default(), dn.name_any()),
-                "modelcommons.dev/kind": Datanet::kind(&()).to_string()}},
-        "data": {format!("v{version}"): serde_json::to_string(rec)?},
-    });
-    Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
-        .patch(
-            &name,
-            &PatchParams::apply(&format!("{FIELD_MANAGER}-v{version}")).force(),
-            &Patch::Apply(&cm),
-        )
-        .await?;
-    Ok(())
+    super::trusted::write(
+        ctx,
+        &record_name(&dn.uid().unwrap_or_default()),
+        "modelcommons-lineage",
+        (
+            "modelcommons.dev/datanet",
+            format!("{}/{}", dn.namespace().unwrap_or_default(), dn.name_any()),
+        ),
+        &format!("v{version}"),
+        serde_json::to_string(rec)?,
+    )
+    .await
 }
 
 #[cfg(test)]

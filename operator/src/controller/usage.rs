@@ -8,14 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
 use modelcommons_crds::proposal::ModelProposal;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::{Context, Error, FIELD_MANAGER, LABEL_MANAGED_BY};
+use super::{Context, Error};
 
 /// One admitted job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,14 +49,8 @@ pub fn record_name(uid: &str) -> String {
 
 /// Every admitted job of `mp`, by FineTuneJob uid.
 pub async fn usage(ctx: &Context, mp: &ModelProposal) -> Result<BTreeMap<String, JobUsage>, Error> {
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.config.trusted_namespace);
-    let Some(cm) = api
-        .get_opt(&record_name(&mp.uid().unwrap_or_default()))
-        .await?
-    else {
-        return Ok(BTreeMap::new());
-    };
-    Ok(parse(&cm.data.unwrap_or_default()))
+    let data = super::trusted::read(ctx, &record_name(&mp.uid().unwrap_or_default())).await?;
+    Ok(parse(&data))
 }
 
 /// The jobs in a record's data (anything that does not parse is skipped).
@@ -76,24 +67,18 @@ pub async fn record(
     uid: &str,
     u: &JobUsage,
 ) -> Result<(), Error> {
-    let ns = &ctx.config.trusted_namespace;
-    let name = record_name(&mp.uid().unwrap_or_default());
-    let cm = json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": ns,
-            "labels": {LABEL_MANAGED_BY: "modelcommons-operator", "app.kubernetes.io/name": "modelcommons-usage"},
-            "annotations": {"modelcommons.dev/proposal": format!("{}/{}", mp.namespace().unwrap_or_default(), mp.name_any())}},
-        "data": {uid: serde_json::to_string(u)?},
-    });
-    // One field manager per job: applying one job's entry leaves the others'.
-    Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
-        .patch(
-            &name,
-            &PatchParams::apply(&format!("{FIELD_MANAGER}-{uid}")).force(),
-            &Patch::Apply(&cm),
-        )
-        .await?;
-    Ok(())
+    super::trusted::write(
+        ctx,
+        &record_name(&mp.uid().unwrap_or_default()),
+        "modelcommons-usage",
+        (
+            "modelcommons.dev/proposal",
+            format!("{}/{}", mp.namespace().unwrap_or_default(), mp.name_any()),
+        ),
+        uid,
+        serde_json::to_string(u)?,
+    )
+    .await
 }
 
 /// What the other jobs of a mandate hold: (GPUs of the active ones, GPU-hours charged, names).

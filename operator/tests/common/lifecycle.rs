@@ -321,6 +321,17 @@ pub fn container(job: &Job) -> &k8s_openapi::api::core::v1::Container {
         .containers[0]
 }
 
+/// The literal environment of a Job's first container, by name.
+pub fn env_of(job: &Job) -> std::collections::BTreeMap<String, String> {
+    container(job)
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect()
+}
+
 pub async fn run_pod(binary: &Path, job: &Job, kubeconfig: &Path) -> String {
     let c = container(job);
     let mut cmd = tokio::process::Command::new(binary);
