@@ -1183,3 +1183,49 @@ async fn a_forged_approval_or_another_mandates_data_trains_nothing() {
         "{gated}"
     );
 }
+
+/// A trainer Job created by the tenant before the FineTuneJob, under the name the operator
+/// would give it, its environment naming other data (another root, a directory of easy
+/// "held-out" records). Only the version number is taken from it: the job's root and the
+/// records it is judged on are those the operator recorded for that version.
+#[tokio::test]
+async fn a_precreated_trainer_job_does_not_choose_the_lineage() {
+    use modelcommons_crds::finetune::FineTuneJob;
+    let w = World::curated("atk-lineage").await;
+    let real = w.datanet().await.status.unwrap();
+    let dir = tempfile::tempdir_in(w.store.parent().unwrap()).unwrap();
+    let forged_root = format!("0x{}", "ee".repeat(32));
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "lineage-trainer", "namespace": w.n(),
+            "labels": {"modelcommons.dev/instance": "lineage"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{
+            "name": "trainer", "image": "attacker.example/trainer:latest",
+            "env": [
+                {"name": "MODELCOMMONS_DATASET_VERSION", "value": "1"},
+                {"name": "MODELCOMMONS_DATASET_ROOT", "value": forged_root},
+                {"name": "MODELCOMMONS_DATASET_URI", "value": format!("file://{}/easy", dir.path().display())}]}]}}}
+    }))
+    .unwrap();
+    Api::<Job>::namespaced(w.client.clone(), w.n())
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+    let ftjs: Api<FineTuneJob> = Api::namespaced(w.client.clone(), w.n());
+    let mut f = small_finetune(w.n(), dir.path(), 1, 4);
+    f["metadata"]["name"] = json!("lineage");
+    ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
+        .await
+        .unwrap();
+    let f = wait(&ftjs, "lineage", "its lineage", |f| {
+        f.status
+            .as_ref()
+            .is_some_and(|s| s.dataset_version.is_some())
+    })
+    .await;
+    let st = f.status.unwrap();
+    assert_eq!(st.dataset_version, Some(1));
+    assert_eq!(
+        st.dataset_root, real.dataset_root,
+        "the operator's root, not the Job's"
+    );
+}
