@@ -567,7 +567,7 @@ pub fn evaluation_job(
         return Err(Gate {
             reason: "LineageUnknown",
             message: format!(
-                "the trainer Job {} does not name the dataset it trained on (it was made by an older operator), so there are no held-out records to judge it by; delete this FineTuneJob and create it again",
+                "the trainer Job {} names no dataset version the operator published (it was made by an older operator, or not by the operator), so there are no held-out records to judge it by; delete the Job and this FineTuneJob and create it again",
                 child_name(ftj)
             ),
         });
@@ -926,9 +926,20 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
         .as_ref()
         .map(|j| started(&ftj, proposal.as_ref(), j))
     {
-        // Once the Job exists its lineage is fixed (read from its pod template), and a gate
-        // that closes after the trainer started does not stop it.
-        Some(a) => Ok(a),
+        // Once the Job exists its version is fixed (read from its pod template), and a gate
+        // that closes after the trainer started does not stop it. A tenant can create a Job
+        // under that name first, so only the version number is taken from it: the data's
+        // location and root come from the operator's record of that version.
+        Some(mut a) => {
+            let published = match &datanet {
+                Some(d) => super::lineage::versions(ctx, d).await?,
+                None => BTreeMap::new(),
+            };
+            let rec = published.get(&a.dataset_version);
+            a.dataset_uri = rec.map(|r| r.dataset_uri.clone()).unwrap_or_default();
+            a.dataset_root = rec.and_then(|r| r.dataset_root.clone());
+            Ok(a)
+        }
         None => {
             let published = match &datanet {
                 Some(d) => super::lineage::versions(ctx, d).await?,
