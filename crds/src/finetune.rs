@@ -42,7 +42,9 @@ pub struct FineTuneJobSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("datanetRef (and its pinned version) is immutable: the lineage records exactly this dataset"))]
     pub datanet_ref: DatanetRef,
 
-    /// The model to start from.
+    /// The model to start from. Immutable: what the evaluation's baseline and the lineage
+    /// name.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("baseModel is immutable: create a new FineTuneJob to start from another model"))]
     pub base_model: BaseModel,
 
     /// Full fine-tuning or LoRA.
@@ -68,8 +70,10 @@ pub struct FineTuneJobSpec {
     pub trainer_image: Option<String>,
 
     /// Where the trained model (safetensors, config, tokenizer) is written:
-    /// `s3://`, `gs://`, `az://`, `file://` or `pvc://<claim>/<path>`.
+    /// `s3://`, `gs://`, `az://`, `file://` or `pvc://<claim>/<path>`. Immutable: the
+    /// operator's evaluation judges the weights found here.
     #[schemars(regex(pattern = r"^(s3|gs|az|file|pvc)://.+$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("outputUri is immutable: the evaluation judges the model this job wrote there"))]
     pub output_uri: String,
 
     /// Checkpoints, so a preempted or failed worker resumes instead of starting over.
