@@ -1229,3 +1229,47 @@ async fn a_precreated_trainer_job_does_not_choose_the_lineage() {
         "the operator's root, not the Job's"
     );
 }
+
+/// The tenant raises its running trainer Job's `activeDeadlineSeconds` (a Job's deadline is
+/// mutable) to train on past the GPU time reserved for it at admission — time the mandate's
+/// budget would pay. The operator sets it back to the reservation, with a Warning event.
+#[tokio::test]
+async fn a_raised_trainer_deadline_is_set_back() {
+    use modelcommons_crds::finetune::FineTuneJob;
+    let w = World::curated("atk-deadline").await;
+    let dir = tempfile::tempdir_in(w.store.parent().unwrap()).unwrap();
+    let ftjs: Api<FineTuneJob> = Api::namespaced(w.client.clone(), w.n());
+    let mut f = small_finetune(w.n(), dir.path(), 1, 4);
+    f["metadata"]["name"] = json!("overtime");
+    ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
+        .await
+        .unwrap();
+    let job = job_of(&w.client, w.n(), "overtime").await;
+    let reserved = job.spec.as_ref().unwrap().active_deadline_seconds.unwrap();
+    assert!(reserved <= 24 * 3600, "the default deadline caps it: {reserved}");
+    let jobs: Api<Job> = Api::namespaced(w.client.clone(), w.n());
+    jobs.patch(
+        "overtime-trainer",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"activeDeadlineSeconds": 10_000_000}})),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = jobs.get("overtime-trainer").await.unwrap();
+        if now.spec.unwrap().active_deadline_seconds == Some(reserved) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the raised deadline stayed: the job may run past its reservation of {reserved} s"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events(&w.client, w.n(), "overtime", "DeadlineRestored").await == 0 {
+        assert!(Instant::now() < deadline, "a Warning event says so");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -153,10 +153,28 @@ fn lora_trains_adapters_only_and_leaves_the_base_untouched() {
         "{r}"
     );
     // The adapter directory loads on its base for eval.
-    assert_eq!(
-        eval(&ws, "lora")["metrics"]["exactMatch"],
-        r["metrics"]["exactMatch"]
-    );
+    let honest = eval(&ws, "lora");
+    assert_eq!(honest["metrics"]["exactMatch"], r["metrics"]["exactMatch"]);
+    // Whoever writes the output also writes adapter_config.json, which names the base: with
+    // `--baseline` (the base the job names, as the operator's evaluation runs it) the adapters
+    // are judged on that base, not on the one the config names.
+    let other = ws.path("other");
+    run_ok(&["init", "--out", other.to_str().unwrap(), "--seed", "8"].map(String::from));
+    let mut cfg = json(&ws.path("lora/adapter_config.json"));
+    cfg["base_model_name_or_path"] = serde_json::json!(other.to_str().unwrap());
+    std::fs::write(ws.path("lora/adapter_config.json"), cfg.to_string()).unwrap();
+    let misled = eval(&ws, "lora");
+    let out = common::trainer()
+        .args(["eval", "--model", ws.path("lora").to_str().unwrap()])
+        .args(["--baseline", ws.path("base").to_str().unwrap()])
+        .args(["--data", ws.path("eval.jsonl").to_str().unwrap(), "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let judged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(judged["metrics"], honest["metrics"], "judged on the named base");
+    assert_ne!(misled["metrics"]["loss"], judged["metrics"]["loss"]);
+    assert_eq!(judged["baseline"]["modelDigest"], base_digest);
 }
 
 #[test]
