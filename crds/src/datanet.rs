@@ -101,11 +101,13 @@ pub struct ContributionSource {
     /// environment variables of the `object_store` crate: `AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`;
     /// `GOOGLE_SERVICE_ACCOUNT_KEY`; `AZURE_STORAGE_ACCOUNT_NAME`,
-    /// `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_ENDPOINT`, …. The curation Job gets them as
-    /// environment variables to read the manifest and the contributions on `s3://`, `gs://`
-    /// and `az://`; the operator never reads the Secret (it reads the manifest with the
-    /// credentials of its own environment, to notice a new version). Unset: the pod's
-    /// workload identity, if any.
+    /// `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_ENDPOINT`, …. The curation Job (in the
+    /// operator's trusted namespace) gets them as environment variables to read the
+    /// contributions on `s3://`, `gs://` and `az://`, from a copy the operator makes beside
+    /// it; allow the operator to read this one Secret with a Role naming it (the
+    /// `CredentialsForbidden` condition gives the commands). The operator reads the manifest
+    /// itself, with the credentials of its own environment. Unset: the pod's workload
+    /// identity, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<LocalRef>,
 }

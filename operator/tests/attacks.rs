@@ -2,12 +2,16 @@
 //! against the real control plane, a real anvil chain and the operator's controllers in this
 //! process. A tenant here may create Jobs and pods in its namespace, patch the status of its
 //! own objects, edit its ConfigMaps and write the artifact store its pods mount; it holds no
-//! key the operator trusts. Each test checks token balances to the wei — the operator's wallet,
+//! key the operator trusts. Curation and evaluation run in the operator's trusted namespace,
+//! which tenants cannot write; the forgeries there are those of an attacker who got that far
+//! anyway. Each test checks token balances to the wei — the operator's wallet,
 //! the attacker's and the distributor's — and the condition or event the user sees.
 //!
 //! Datanet curation results:
-//! - a pod that merely carries the curation Job's name label and a forged result;
-//! - a Job created before the operator's own under the name the operator would give it;
+//! - a pod that merely carries the curation Job's name label and a forged result (beside the
+//!   Job, in the trusted namespace);
+//! - a Job created before the operator's own under the name the operator would give it, in
+//!   the tenant's namespace and in the trusted one;
 //! - a forged `status.curation` (anyone with `patch datanets/status`);
 //! - a whitespace edit of the manifest (the same content: no new version, nothing paid);
 //! - a rewritten `status.manifestSha256` / `status.version` (no new version, nothing paid);
@@ -29,7 +33,8 @@
 //! - a trainer report with forged metrics (the output is the untrained base), and job targets
 //!   looser than the proposal's rubric — judged by the operator's own evaluation on held-out
 //!   records, against the rubric;
-//! - a base model other than the one `baseModel.sha256` names.
+//! - a base model other than the one `baseModel.sha256` names;
+//! - a FineTuneJob's `outputUri` and `baseModel` edited after the run.
 //!
 //! Lineage (in `lifecycle.rs`): a job pinned to version 1 while version 2 is the latest, a job
 //! admitted before version 2 was published, and one created after the Datanet's status was
@@ -106,6 +111,7 @@ impl World {
         install_crds(&client, &modelcommons_crds::all_crds())
             .await
             .unwrap();
+        trusted(&client).await;
         let ns = TestNamespace::create(&client, tag).await.unwrap();
         let n = ns.name().to_string();
         let dir = tempfile::tempdir().unwrap();
@@ -188,9 +194,19 @@ impl World {
         (text, digest)
     }
 
-    /// The operator's curation Job of version 1.
+    /// The operator's curation Job of version 1 (in its trusted namespace).
     async fn curation_job(&self) -> Job {
-        job_of(&self.client, self.n(), DATANET).await
+        curation_job_of(&self.client, TRUSTED, self.n(), DATANET, Some(1)).await
+    }
+
+    /// The operator's curation Jobs of this world's Datanet.
+    async fn curation_jobs(&self) -> Vec<Job> {
+        curation_jobs(&self.client, self.n(), DATANET).await
+    }
+
+    /// The operator's curation Job of version 2, once it exists.
+    async fn v2_job(&self) -> Job {
+        curation_job_of(&self.client, TRUSTED, self.n(), DATANET, Some(2)).await
     }
 
     /// Tries to claim `amount` from version 1's distribution as the attacker with a one-leaf
@@ -318,11 +334,13 @@ async fn a_forged_pod_result_publishes_nothing() {
     let (_, digest) = w.manifest_text().await;
     let before = w.balances().await;
     let amount = loot(&w).await;
-    // A pod of the tenant's own image that carries the Job's name label.
+    // A pod of the attacker's own image that carries the Job's name label, beside the Job:
+    // in the trusted namespace, where tenants cannot create pods — an attacker who got that
+    // far (a careless RoleBinding) still publishes nothing.
     let evil: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "evil-curate", "namespace": w.n(),
-            "labels": {"batch.kubernetes.io/job-name": job.name_any(), "attack": "pod"},
+        "metadata": {"name": format!("evil-curate-{}", w.n()), "namespace": TRUSTED,
+            "labels": {"batch.kubernetes.io/job-name": job.name_any(), "attack": w.n()},
             // Not the Job's controller reference, which the Job controller alone sets.
             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
                 "name": job.name_any(), "uid": job.uid().unwrap()}]},
@@ -330,15 +348,15 @@ async fn a_forged_pod_result_publishes_nothing() {
             "containers": [{"name": "curate", "image": "attacker.example/curate:latest"}]},
     }))
     .unwrap();
-    Api::<Pod>::namespaced(w.client.clone(), w.n())
+    Api::<Pod>::namespaced(w.client.clone(), TRUSTED)
         .create(&PostParams::default(), &evil)
         .await
         .unwrap();
     let store = format!("file://{}/datanets/{}/{DATANET}", w.store.display(), w.n());
     report_pod(
         &w.client,
-        w.n(),
-        "attack=pod",
+        TRUSTED,
+        &format!("attack={}", w.n()),
         &forged_result(&digest, amount, &store),
     )
     .await;
@@ -357,30 +375,40 @@ async fn a_job_created_before_the_operators_is_not_trusted() {
     let w = World::new("atk-job").await;
     let (_, digest) = w.manifest_text().await;
     let dn = w.datanet().await;
-    let name = datanet::job_name(DATANET, 1, &digest);
-    // The tenant creates the Job the operator would create, with its labels and an owner
-    // reference to the Datanet, but the tenant's own image.
+    let uid = dn.uid().unwrap();
+    let name = datanet::job_name(&uid, 1, &digest);
+    // The Job the operator would create, with its labels, but the attacker's own image: one
+    // in the tenant's namespace (where tenants can create Jobs: the operator never looks
+    // there), and one in the trusted namespace under the operator's name (where tenants
+    // cannot: an attacker who got that far).
     let labels = json!({"app.kubernetes.io/managed-by": "modelcommons-operator",
-        "modelcommons.dev/instance": DATANET, "modelcommons.dev/datanet-version": "1"});
-    let job: Job = serde_json::from_value(json!({
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": w.n(), "labels": labels,
-            "ownerReferences": [{"apiVersion": "modelcommons.dev/v1alpha1", "kind": "Datanet",
-                "name": DATANET, "uid": dn.uid().unwrap(), "controller": true}]},
-        "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": labels},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "curate",
-                "image": "attacker.example/curate:latest"}]}}},
-    }))
-    .unwrap();
-    let job = Api::<Job>::namespaced(w.client.clone(), w.n())
-        .create(&PostParams::default(), &job)
-        .await
+        "app.kubernetes.io/name": "modelcommons-curation",
+        "modelcommons.dev/instance": DATANET, "modelcommons.dev/datanet-namespace": w.n(),
+        "modelcommons.dev/datanet-uid": uid, "modelcommons.dev/datanet-version": "1"});
+    let mut made = Vec::new();
+    for ns in [w.n(), TRUSTED] {
+        let job: Job = serde_json::from_value(json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": labels},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "curate",
+                    "image": "attacker.example/curate:latest"}]}}},
+        }))
         .unwrap();
+        made.push(
+            Api::<Job>::namespaced(w.client.clone(), ns)
+                .create(&PostParams::default(), &job)
+                .await
+                .unwrap(),
+        );
+    }
     w.approve().await;
     let before = w.balances().await;
     let amount = loot(&w).await;
     let store = format!("file://{}/datanets/{}/{DATANET}", w.store.display(), w.n());
-    report_terminated(&w.client, &job, &forged_result(&digest, amount, &store)).await;
+    for job in &made {
+        report_terminated(&w.client, job, &forged_result(&digest, amount, &store)).await;
+    }
     w.settle().await;
     let claimed = w.attacker_claims(amount).await;
     assert_unmoved(before, w.balances().await, "a pre-created Job");
@@ -391,6 +419,32 @@ async fn a_job_created_before_the_operators_is_not_trusted() {
     let why = ready_reason(&d.status.unwrap().conditions);
     assert!(why.starts_with("ForgedResult"), "{why}");
     assert!(why.contains(&name), "the message names the Job: {why}");
+    assert!(why.contains(TRUSTED), "and where it is: {why}");
+    // Once the platform team deletes the impostor, the operator's own curation pays the
+    // pool, and nothing more.
+    Api::<Job>::namespaced(w.client.clone(), TRUSTED)
+        .delete(&name, &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ours = loop {
+        let j = w.curation_job().await;
+        if j.uid() != made[1].uid() {
+            break j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operator made no Job of its own"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(ours.name_any(), name);
+    run_curation_pod(&w.client, curate_bin(), &ours).await;
+    let d = wait(&w.dns, DATANET, "Ready", |d| {
+        d.status.as_ref().and_then(|s| s.phase) == Some(DatanetPhase::Ready)
+    })
+    .await;
+    assert_eq!(d.status.unwrap().reward_total.as_deref(), Some(POOL));
 }
 
 #[tokio::test]
@@ -442,11 +496,7 @@ async fn a_whitespace_edit_of_the_manifest_is_no_new_version() {
         .await
         .unwrap();
     w.settle().await;
-    let jobs = Api::<Job>::namespaced(w.client.clone(), w.n())
-        .list(&ListParams::default().labels(&format!("modelcommons.dev/instance={DATANET}")))
-        .await
-        .unwrap()
-        .items;
+    let jobs = w.curation_jobs().await;
     // Were a second version cut, run its curation to see what it would pay.
     if let Some(v2) = jobs.iter().find(|j| {
         j.labels()
@@ -594,21 +644,7 @@ async fn contributions_into_the_store_or_the_internal_network_are_unreachable() 
         )
         .await
         .unwrap();
-    let v2_job = {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let jobs = Api::<Job>::namespaced(w.client.clone(), w.n())
-                .list(&ListParams::default().labels("modelcommons.dev/datanet-version=2"))
-                .await
-                .unwrap()
-                .items;
-            if let Some(j) = jobs.into_iter().next() {
-                break j;
-            }
-            assert!(Instant::now() < deadline, "no curation Job for version 2");
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    };
+    let v2_job = w.v2_job().await;
     let paid = w.balances().await;
     run_curation_pod(&w.client, curate_bin(), &v2_job).await;
     let d = wait(&w.dns, DATANET, "version 2", |d| {
@@ -816,11 +852,7 @@ async fn a_pool_beyond_the_mandates_reward_budget_is_not_paid() {
     let before = w.balances().await;
     w.settle().await;
     // Were a curation Job started, run it to see what would be paid.
-    let jobs = Api::<Job>::namespaced(w.client.clone(), w.n())
-        .list(&ListParams::default().labels(&format!("modelcommons.dev/instance={DATANET}")))
-        .await
-        .unwrap()
-        .items;
+    let jobs = w.curation_jobs().await;
     if let Some(j) = jobs.first() {
         run_curation_pod(&w.client, curate_bin(), j).await;
         w.settle().await;
@@ -853,11 +885,7 @@ async fn a_forged_proposal_status_funds_nothing() {
         .unwrap();
     w.settle().await;
     // Were a curation Job started, run it to see what would be paid.
-    let jobs = Api::<Job>::namespaced(w.client.clone(), w.n())
-        .list(&ListParams::default().labels(&format!("modelcommons.dev/instance={DATANET}")))
-        .await
-        .unwrap()
-        .items;
+    let jobs = w.curation_jobs().await;
     if let Some(j) = jobs.first() {
         run_curation_pod(&w.client, curate_bin(), j).await;
         w.settle().await;
@@ -1105,11 +1133,17 @@ async fn a_rewritten_version_status_cuts_no_new_version() {
         .unwrap();
     w.settle().await;
     // Play the kubelet for any curation the operator started meanwhile.
-    let jobs = Api::<Job>::namespaced(w.client.clone(), w.n())
-        .list(&ListParams::default().labels("modelcommons.dev/datanet-version=2"))
+    let jobs: Vec<Job> = w
+        .curation_jobs()
         .await
-        .unwrap()
-        .items;
+        .into_iter()
+        .filter(|j| {
+            j.labels()
+                .get("modelcommons.dev/datanet-version")
+                .map(String::as_str)
+                == Some("2")
+        })
+        .collect();
     for job in &jobs {
         run_curation_pod(&w.client, curate_bin(), job).await;
     }
@@ -1230,6 +1264,54 @@ async fn a_precreated_trainer_job_does_not_choose_the_lineage() {
     );
 }
 
+/// After the run, the tenant edits where its FineTuneJob's model was written and which base
+/// it started from — so that the evaluation (or a re-evaluation) would judge weights trained
+/// elsewhere against another baseline. The API server refuses both edits (CEL
+/// `self == oldSelf`) with a message that says what to do; the spec is unchanged.
+#[tokio::test]
+async fn a_finetune_jobs_output_and_base_cannot_be_edited() {
+    use modelcommons_crds::finetune::FineTuneJob;
+    let w = World::new("atk-edit").await;
+    let dir = tempfile::tempdir_in(w.store.parent().unwrap()).unwrap();
+    let ftjs: Api<FineTuneJob> = Api::namespaced(w.client.clone(), w.n());
+    let mut f = small_finetune(w.n(), dir.path(), 1, 4);
+    f["metadata"]["name"] = json!("edited");
+    let created = ftjs
+        .create(&PostParams::default(), &serde_json::from_value(f).unwrap())
+        .await
+        .unwrap();
+    let elsewhere = format!("file://{}/elsewhere", dir.path().display());
+    let edits = [
+        (
+            json!({"spec": {"outputUri": elsewhere}}),
+            "outputUri is immutable",
+        ),
+        (
+            json!({"spec": {"baseModel": {"sha256": "ab".repeat(32)}}}),
+            "baseModel is immutable",
+        ),
+        (
+            json!({"spec": {"baseModel": {"uri": elsewhere}}}),
+            "baseModel is immutable",
+        ),
+    ];
+    for (patch, says) in edits {
+        match ftjs
+            .patch("edited", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 422, "{patch}: {e:?}");
+                assert!(e.message.contains(says), "{patch}: {}", e.message);
+            }
+            other => panic!("{patch} was accepted: {other:?}"),
+        }
+    }
+    let now = ftjs.get("edited").await.unwrap();
+    assert_eq!(now.spec.output_uri, created.spec.output_uri);
+    assert_eq!(now.spec.base_model, created.spec.base_model);
+}
+
 /// The tenant raises its running trainer Job's `activeDeadlineSeconds` (a Job's deadline is
 /// mutable) to train on past the GPU time reserved for it at admission — time the mandate's
 /// budget would pay. The operator sets it back to the reservation, with a Warning event.
@@ -1246,7 +1328,10 @@ async fn a_raised_trainer_deadline_is_set_back() {
         .unwrap();
     let job = job_of(&w.client, w.n(), "overtime").await;
     let reserved = job.spec.as_ref().unwrap().active_deadline_seconds.unwrap();
-    assert!(reserved <= 24 * 3600, "the default deadline caps it: {reserved}");
+    assert!(
+        reserved <= 24 * 3600,
+        "the default deadline caps it: {reserved}"
+    );
     let jobs: Api<Job> = Api::namespaced(w.client.clone(), w.n());
     jobs.patch(
         "overtime-trainer",

@@ -187,7 +187,7 @@ async fn the_lifecycle_survives_sigkills_and_a_new_leader_finishes_it() {
 
     // Crash 2: while the Datanet version's funding and publication are in flight.
     let (_, dns) = create_datanet(&client, n, &d.join("data")).await;
-    let job = job_of(&client, n, "clause-review-data").await;
+    let job = curation_job_of(&client, TRUSTED, n, "clause-review-data", None).await;
     automine(&chain, false);
     run_curation_pod(
         &client,
@@ -299,7 +299,12 @@ async fn the_lifecycle_survives_sigkills_and_a_new_leader_finishes_it() {
         .list(&ListParams::default())
         .await
         .unwrap();
-    assert_eq!(jobs.items.len(), 2, "one curation Job and one trainer Job");
+    assert_eq!(jobs.items.len(), 1, "one trainer Job");
+    assert_eq!(
+        curation_jobs(&client, n, "clause-review-data").await.len(),
+        1,
+        "one curation Job, in the trusted namespace"
+    );
 
     delete_proposals(&mps).await;
     drop(replicas);

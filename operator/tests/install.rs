@@ -133,7 +133,29 @@ async fn the_chart_lints_renders_installs_and_refuses_bad_values() {
     }
 
     // A real install: the operator Deployment with two replicas, restricted pods, and kwok
-    // running them.
+    // running them. The operator mounts the artifact store's claim (it reads curation
+    // results back to verify them), which the platform provides: here a static volume.
+    let pv_name = format!("artifacts-{n}");
+    let pv: k8s_openapi::api::core::v1::PersistentVolume =
+        serde_json::from_value(serde_json::json!({
+        "metadata": {"name": pv_name},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+            "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": format!("/tmp/{pv_name}")},
+            "claimRef": {"namespace": n, "name": "modelcommons-artifacts"}}}))
+        .unwrap();
+    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+    pvs.create(&Default::default(), &pv).await.unwrap();
+    let pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim =
+        serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "modelcommons-artifacts", "namespace": n},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv_name,
+            "resources": {"requests": {"storage": "1Gi"}}}}))
+        .unwrap();
+    Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), n)
+        .create(&Default::default(), &pvc)
+        .await
+        .unwrap();
     ok(Command::new(&helm)
         .args([
             "install",
@@ -167,6 +189,12 @@ async fn the_chart_lints_renders_installs_and_refuses_bad_values() {
     };
     let pod = d.spec.unwrap().template.spec.unwrap();
     let c = &pod.containers[0];
+    assert!(
+        c.volume_mounts.clone().unwrap_or_default().iter().any(|m| m.mount_path
+            == "/mnt/pvc/modelcommons-artifacts"
+            && m.read_only == Some(true)),
+        "the operator reads the artifact store, read-only"
+    );
     let sc = c.security_context.clone().unwrap();
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -182,6 +210,7 @@ async fn the_chart_lints_renders_installs_and_refuses_bad_values() {
         ])
         .arg(cluster.kubeconfig()));
     ns.delete().await.unwrap();
+    let _ = pvs.delete(&pv_name, &Default::default()).await;
 }
 
 #[tokio::test]

@@ -311,8 +311,9 @@ async fn the_lifecycle_runs_end_to_end() {
     let p = approve(&chain, &mps, "clause-review").await;
     let model = model_id(&p.uid().unwrap());
 
-    // 2. Curation runs as a Job of the operator's image; this test runs it as the kubelet.
-    let job = job_of(&client, n, "clause-review-data").await;
+    // 2. Curation runs as a Job of the operator's image in its trusted namespace; this test
+    // runs it as the kubelet.
+    let job = curation_job_of(&client, TRUSTED, n, "clause-review-data", None).await;
     let c = container(&job);
     assert_eq!(c.args.as_ref().unwrap()[0], "curate");
     assert_eq!(
@@ -676,33 +677,33 @@ async fn the_lifecycle_runs_end_to_end() {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    let job2 = loop {
-        let jobs = Api::<Job>::namespaced(client.clone(), n)
-            .list(&kube::api::ListParams::default().labels("modelcommons.dev/datanet-version=2"))
-            .await
-            .unwrap();
-        if let Some(j) = jobs.items.into_iter().next() {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "no curation Job for version 2");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    // The pod gets the store's credentials from the Secret (the operator never reads it).
+    let job2 = curation_job_of(&client, TRUSTED, n, "clause-review-data", Some(2)).await;
+    // The pod gets the store's credentials from the operator's copy of the Secret beside
+    // it, and the manifest as the bytes the operator read.
     let c2 = container(&job2);
+    let copy = &c2.env_from.as_ref().unwrap()[0]
+        .secret_ref
+        .as_ref()
+        .unwrap()
+        .name;
+    assert_eq!(copy, &format!("{}-credentials", job2.name_any()));
+    let tenant = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), n)
+        .get("contributions-store")
+        .await
+        .unwrap();
+    let copied = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), TRUSTED)
+        .get(copy)
+        .await
+        .unwrap();
+    assert_eq!(copied.data, tenant.data, "the tenant's credentials, copied");
+    let handed = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), TRUSTED)
+        .get(&format!("{}-manifest", job2.name_any()))
+        .await
+        .unwrap();
     assert_eq!(
-        c2.env_from.as_ref().unwrap()[0]
-            .secret_ref
-            .as_ref()
-            .unwrap()
-            .name,
-        "contributions-store"
-    );
-    assert!(
-        c2.args
-            .as_ref()
-            .unwrap()
-            .contains(&"s3://contributions/v2/manifest.yaml".to_string())
+        handed.data.unwrap()["manifest.yaml"],
+        serde_yaml::to_string(&v2).unwrap(),
+        "version 2's manifest, the bytes the operator read from S3"
     );
     run_curation_pod(
         &client,

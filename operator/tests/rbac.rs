@@ -59,6 +59,12 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
         .unwrap();
     let ns = TestNamespace::create(&client, "rbac").await.unwrap();
     let n = ns.name();
+    // The operator's trusted namespace (curation, evaluation, its records): its own, apart
+    // from the tenant's.
+    let trusted_ns = TestNamespace::create(&client, "rbac-trusted")
+        .await
+        .unwrap();
+    let t = trusted_ns.name();
     let release = format!("mc-{n}");
     let sa = format!("{release}-modelcommons");
     let out = Command::new(helm())
@@ -66,6 +72,7 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
         .arg(cluster.kubeconfig())
         .arg(workspace_root().join("charts/modelcommons"))
         .args(["--set", "replicaCount=1"])
+        .args(["--set", &format!("evaluation.namespace={t}")])
         .output()
         .unwrap();
     assert!(
@@ -95,28 +102,8 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
         &kubeconfig,
     );
 
-    // What it must not be able to do.
     let who = format!("system:serviceaccount:{n}:{sa}");
-    for (verb, resource) in [
-        ("get", "secrets"),
-        ("list", "secrets"),
-        ("watch", "secrets"),
-        ("create", "pods"),
-        ("delete", "pods"),
-        ("create", "pods/exec"),
-        ("delete", "jobs.batch"),
-        ("delete", "modelproposals.modelcommons.dev"),
-        ("create", "modelproposals.modelcommons.dev"),
-        ("create", "clusterroles.rbac.authorization.k8s.io"),
-        ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
-        ("bind", "roles.rbac.authorization.k8s.io"),
-        ("escalate", "roles.rbac.authorization.k8s.io"),
-        ("delete", "rolebindings.rbac.authorization.k8s.io"),
-        ("impersonate", "serviceaccounts"),
-        ("create", "namespaces"),
-        ("patch", "nodes"),
-        ("create", "customresourcedefinitions.apiextensions.k8s.io"),
-    ] {
+    let can = |verb: &str, resource: &str, ns: &str| {
         let out = cluster
             .kubectl()
             .unwrap()
@@ -126,46 +113,72 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
                 verb,
                 resource,
                 "--namespace",
-                n,
+                ns,
                 "--as",
                 &who,
             ])
             .output()
             .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "no",
-            "the operator may {verb} {resource}"
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    // What it must not be able to do, in a tenant's namespace and in its trusted one.
+    for ns in [n, t] {
+        for (verb, resource) in [
+            ("get", "secrets"),
+            ("list", "secrets"),
+            ("watch", "secrets"),
+            ("create", "pods"),
+            ("delete", "pods"),
+            ("create", "pods/exec"),
+            ("delete", "modelproposals.modelcommons.dev"),
+            ("create", "modelproposals.modelcommons.dev"),
+            ("create", "clusterroles.rbac.authorization.k8s.io"),
+            ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+            ("bind", "roles.rbac.authorization.k8s.io"),
+            ("escalate", "roles.rbac.authorization.k8s.io"),
+            ("delete", "rolebindings.rbac.authorization.k8s.io"),
+            ("impersonate", "serviceaccounts"),
+            ("create", "namespaces"),
+            ("patch", "nodes"),
+            ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+        ] {
+            assert!(
+                !can(verb, resource, ns),
+                "the operator may {verb} {resource} in {ns}"
+            );
+        }
+    }
+    // A tenant's Jobs and Secrets are not the operator's to delete or write.
+    for (verb, resource) in [
+        ("delete", "jobs.batch"),
+        ("create", "secrets"),
+        ("patch", "secrets"),
+    ] {
+        assert!(
+            !can(verb, resource, n),
+            "the operator may {verb} {resource} in {n}"
         );
     }
 
-    // And what it must (a check that the question above is asked of the right account).
-    for (verb, resource) in [
-        ("patch", "finetunejobs.modelcommons.dev"),
-        ("create", "jobs.batch"),
-        ("list", "pods"),
-        ("create", "events.events.k8s.io"),
-        ("update", "leases.coordination.k8s.io"),
+    // And what it must (a check that the question above is asked of the right account):
+    // in the tenant's namespace, and in the trusted one — where it deletes a failed curation
+    // Job asked to run again, and writes (never reads) the copy of a tenant's credentials.
+    for (verb, resource, ns) in [
+        ("patch", "finetunejobs.modelcommons.dev", n),
+        ("create", "jobs.batch", n),
+        ("list", "pods", n),
+        ("create", "events.events.k8s.io", n),
+        ("update", "leases.coordination.k8s.io", n),
+        ("create", "jobs.batch", t),
+        ("watch", "jobs.batch", t),
+        ("delete", "jobs.batch", t),
+        ("list", "pods", t),
+        ("create", "secrets", t),
+        ("create", "configmaps", t),
     ] {
-        let out = cluster
-            .kubectl()
-            .unwrap()
-            .args([
-                "auth",
-                "can-i",
-                verb,
-                resource,
-                "--namespace",
-                n,
-                "--as",
-                &who,
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "yes",
-            "the operator may not {verb} {resource}"
+        assert!(
+            can(verb, resource, ns),
+            "the operator may not {verb} {resource} in {ns}"
         );
     }
 
@@ -185,6 +198,8 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
             n,
             "--lease-namespace",
             n,
+            "--trusted-namespace",
+            t,
             "--metrics-addr",
             "127.0.0.1:0",
         ])
@@ -203,6 +218,7 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
         .arg("--dev-host-dir")
         .arg(d)
         .env("KUBECONFIG", &kubeconfig)
+        .env("POD_SERVICE_ACCOUNT", &sa)
         .env("RUST_LOG", "info,kube=warn")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -218,10 +234,72 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
     )
     .await
     .unwrap();
-    approve(&chain, &mps, "clause-review").await;
-
+    // The Datanet names a credentials Secret (its contributions are files here; the keys
+    // reach the curation pod all the same). The chart grants no Secret: the operator asks
+    // the tenant for this one, and the commands it gives are all it takes.
     let (_, dns) = create_datanet(&client, n, &d.join("data")).await;
-    let job = job_of(&client, n, "clause-review-data").await;
+    let creds: Secret = serde_json::from_value(json!({"metadata": {"name": "contributions-store"},
+        "stringData": {"AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}}))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), n)
+        .create(&PostParams::default(), &creds)
+        .await
+        .unwrap();
+    dns.patch(
+        "clause-review-data",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"contributions": {
+            "credentialsSecretRef": {"name": "contributions-store"}}}})),
+    )
+    .await
+    .unwrap();
+    approve(&chain, &mps, "clause-review").await;
+    let forbidden = wait(&dns, "clause-review-data", "CredentialsForbidden", |d| {
+        d.status
+            .as_ref()
+            .is_some_and(|s| ready_reason(&s.conditions).starts_with("CredentialsForbidden"))
+    })
+    .await;
+    let why = ready_reason(&forbidden.status.unwrap().conditions);
+    let commands = why
+        .split_once("Allow it with: ")
+        .and_then(|(_, rest)| rest.split_once("; curation"))
+        .map(|(c, _)| c.to_string())
+        .unwrap_or_else(|| panic!("no commands in: {why}"));
+    for command in commands.split(" && ") {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        assert_eq!(words[0], "kubectl", "{command}");
+        let out = cluster
+            .kubectl()
+            .unwrap()
+            .args(&words[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Still no Secret of the tenant's but that one.
+    assert!(
+        !can("get", "secrets", n),
+        "the operator may read every Secret of {n}"
+    );
+
+    let job = curation_job_of(&client, t, n, "clause-review-data", None).await;
+    let copy = Api::<Secret>::namespaced(client.clone(), t)
+        .get(&format!(
+            "{}-credentials",
+            job.metadata.name.as_deref().unwrap()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        copy.data.unwrap()["AWS_REGION"].0,
+        b"us-east-1",
+        "the credentials, copied beside the curation Job"
+    );
     run_curation_pod(
         &client,
         Path::new(env!("CARGO_BIN_EXE_modelcommons-operator")),
@@ -323,7 +401,7 @@ async fn the_operator_runs_the_lifecycle_with_only_the_charts_permissions() {
     .await;
     // The operator evaluates in its own namespace (here the release namespace, its default):
     // creating that Job and reading its pod are within the chart's rules.
-    run_evaluation_pod(&client, &ftjs, "clause-review-lora", n).await;
+    run_evaluation_pod(&client, &ftjs, "clause-review-lora", t).await;
     wait(&ftjs, "clause-review-lora", "Succeeded", |f| {
         f.status
             .as_ref()

@@ -216,8 +216,18 @@ pub struct EvalArgs {
 }
 
 /// Loads a model directory: a full model, or LoRA adapters (`adapter_config.json`) on the base
-/// named there (or in `base`).
+/// named there.
 pub fn load_any(dir: &std::path::Path, device: tch::Device) -> anyhow::Result<(Llama, Tok)> {
+    load_on(dir, None, device)
+}
+
+/// [`load_any`], LoRA adapters put on `base` when given instead of the base their
+/// `adapter_config.json` names — which whoever wrote the adapters chose.
+pub fn load_on(
+    dir: &std::path::Path,
+    base: Option<&std::path::Path>,
+    device: tch::Device,
+) -> anyhow::Result<(Llama, Tok)> {
     let adapter = dir.join("adapter_config.json");
     if !adapter.exists() {
         return crate::train::load_model(dir, device);
@@ -226,10 +236,16 @@ pub fn load_any(dir: &std::path::Path, device: tch::Device) -> anyhow::Result<(L
         &std::fs::read_to_string(&adapter).context("reading adapter_config.json")?,
     )
     .context("adapter_config.json is not JSON")?;
-    let base = cfg
+    let named = cfg
         .get("base_model_name_or_path")
         .and_then(|b| b.as_str())
-        .context("adapter_config.json names no base_model_name_or_path")?;
+        .map(str::to_string);
+    let base = match (base, named) {
+        (Some(b), _) => b.display().to_string(),
+        (None, Some(n)) => n,
+        (None, None) => bail!("adapter_config.json names no base_model_name_or_path"),
+    };
+    let base = base.as_str();
     let (mut model, _) = crate::train::load_model(std::path::Path::new(base), device)
         .with_context(|| {
             format!(
@@ -263,17 +279,60 @@ pub fn load_any(dir: &std::path::Path, device: tch::Device) -> anyhow::Result<(L
     Ok((model, tok))
 }
 
-/// Runs `eval`: returns the JSON result.
+/// A private copy of a model directory (its files, not its subdirectories) under the
+/// process's temporary directory, removed on drop: what the evaluation hashes and then loads,
+/// so that whoever can write the directory cannot swap the weights between the two.
+struct PrivateCopy(std::path::PathBuf);
+
+impl PrivateCopy {
+    fn of(dir: &std::path::Path, tag: &str) -> anyhow::Result<Self> {
+        let to =
+            std::env::temp_dir().join(format!("modelcommons-eval-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&to);
+        std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+        let copy = Self(to);
+        for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+            let path = e?.path();
+            // Follows links, as loading would; directories are not part of a model.
+            if std::fs::metadata(&path).is_ok_and(|m| m.is_file())
+                && let Some(name) = path.file_name()
+            {
+                std::fs::copy(&path, copy.0.join(name))
+                    .with_context(|| format!("copying {}", path.display()))?;
+            }
+        }
+        Ok(copy)
+    }
+}
+
+impl Drop for PrivateCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `eval`: returns the JSON result. The model (and the baseline) are copied first, and
+/// the copies hashed and loaded; LoRA adapters are judged on the baseline, when given — the
+/// base the job names — never on a base their own config names.
 pub fn run(args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
     let device = crate::train::parse_device(&args.device)?;
-    let measure =
-        |dir: &std::path::Path| -> anyhow::Result<(usize, BTreeMap<String, f64>, String)> {
-            let (model, tok) = load_any(dir, device)?;
-            let examples = data::load_sft(&args.data, &tok, args.max_seq_len)?;
-            let m = evaluate(&model, &tok, &examples, args.batch_size)?;
-            Ok((m.examples, m.into_map(), crate::train::weights_digest(dir)?))
-        };
-    let (n, metrics, digest) = measure(&args.model)?;
+    let model_copy = PrivateCopy::of(&args.model, "model")?;
+    let base_copy = args
+        .baseline
+        .as_ref()
+        .map(|b| PrivateCopy::of(b, "baseline"))
+        .transpose()?;
+    let base_dir = base_copy.as_ref().map(|c| c.0.as_path());
+    let measure = |dir: &std::path::Path,
+                   base: Option<&std::path::Path>|
+     -> anyhow::Result<(usize, BTreeMap<String, f64>, String)> {
+        let digest = crate::train::weights_digest(dir)?;
+        let (model, tok) = load_on(dir, base, device)?;
+        let examples = data::load_sft(&args.data, &tok, args.max_seq_len)?;
+        let m = evaluate(&model, &tok, &examples, args.batch_size)?;
+        Ok((m.examples, m.into_map(), digest))
+    };
+    let (n, metrics, digest) = measure(&model_copy.0, base_dir)?;
     let verdicts = judge(&metrics, &args.targets);
     let mut result = serde_json::json!({
         "examples": n,
@@ -282,8 +341,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<serde_json::Value> {
         "targets": verdicts,
         "targetsMet": verdicts.iter().all(|v| v.met),
     });
-    if let Some(base) = &args.baseline {
-        let (_, metrics, digest) = measure(base)?;
+    if let Some(base) = base_dir {
+        let (_, metrics, digest) = measure(base, None)?;
         result["baseline"] = serde_json::json!({"metrics": metrics, "modelDigest": digest});
     }
     if let Some(out) = &args.out {

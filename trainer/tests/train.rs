@@ -167,12 +167,24 @@ fn lora_trains_adapters_only_and_leaves_the_base_untouched() {
     let out = common::trainer()
         .args(["eval", "--model", ws.path("lora").to_str().unwrap()])
         .args(["--baseline", ws.path("base").to_str().unwrap()])
-        .args(["--data", ws.path("eval.jsonl").to_str().unwrap(), "--device", "cpu"])
+        .args([
+            "--data",
+            ws.path("eval.jsonl").to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let judged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(judged["metrics"], honest["metrics"], "judged on the named base");
+    assert_eq!(
+        judged["metrics"], honest["metrics"],
+        "judged on the named base"
+    );
     assert_ne!(misled["metrics"]["loss"], judged["metrics"]["loss"]);
     assert_eq!(judged["baseline"]["modelDigest"], base_digest);
 }

@@ -36,7 +36,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 const NS: &str = "contract-review";
-/// The operator's trusted namespace: its evaluation Jobs run here, out of the tenant's reach.
+/// The operator's trusted namespace: its curation and evaluation Jobs run here, out of the
+/// tenant's reach.
 const TRUSTED_NS: &str = "modelcommons-system";
 const FIELD_MANAGER: &str = "modelcommons.dev/demo";
 const VOTERS: [usize; 3] = [2, 3, 4];
@@ -244,11 +245,20 @@ impl Demo {
 
     /// Plays the kubelet for every Job of ours whose pod kwok has "run": curation and training.
     async fn run_jobs(&mut self) -> anyhow::Result<()> {
-        let jobs = Api::<Job>::namespaced(self.client.clone(), NS)
+        let mut jobs = Api::<Job>::namespaced(self.client.clone(), NS)
             .list(&ListParams::default().labels("modelcommons.dev/instance"))
-            .await?;
-        for job in jobs.items {
+            .await?
+            .items;
+        // Curation runs in the operator's trusted namespace.
+        jobs.extend(
+            Api::<Job>::namespaced(self.client.clone(), TRUSTED_NS)
+                .list(&ListParams::default().labels("app.kubernetes.io/name=modelcommons-curation"))
+                .await?
+                .items,
+        );
+        for job in jobs {
             let name = job.name_any();
+            let job_ns = job.namespace().unwrap_or_else(|| NS.to_string());
             if self.done_jobs.contains(&name)
                 || job.spec.as_ref().and_then(|s| s.suspend) == Some(true)
             {
@@ -267,14 +277,14 @@ impl Demo {
             let args = c.args.clone().unwrap_or_default();
             if args.first().map(String::as_str) == Some("curate") {
                 kubelet(&format!(
-                    "runs the curation pod of Job {name}: modelcommons-operator curate"
+                    "runs the curation pod of Job {job_ns}/{name}: modelcommons-operator curate"
                 ));
                 // The pod's filesystem: its ConfigMap volume at its mount path, and the
                 // example's contributions where their file:///data/contributions/… URIs point.
                 let root = self.dir.join("node-root").join(&name);
                 for v in spec.volumes.clone().unwrap_or_default() {
                     let Some(cm) = v.config_map else { continue };
-                    let data = Api::<ConfigMap>::namespaced(self.client.clone(), NS)
+                    let data = Api::<ConfigMap>::namespaced(self.client.clone(), &job_ns)
                         .get(&cm.name)
                         .await?
                         .data
@@ -315,8 +325,13 @@ impl Demo {
                 )
                 .await?;
                 println!("    {}", out.trim());
-                self.report_termination(NS, &name, &c.name, &std::fs::read_to_string(&result)?)
-                    .await?;
+                self.report_termination(
+                    &job_ns,
+                    &name,
+                    &c.name,
+                    &std::fs::read_to_string(&result)?,
+                )
+                .await?;
             } else if args.first().map(String::as_str) == Some("train") {
                 kubelet(&format!(
                     "runs the trainer pod of Job {name}: modelcommons-trainer train (CPU)"

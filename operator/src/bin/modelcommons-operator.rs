@@ -135,10 +135,15 @@ struct RunArgs {
         value_delimiter = ','
     )]
     allowed_trainer_image: Vec<String>,
-    /// The namespace the operator's trusted steps run in (the evaluation of trained models):
-    /// one tenants cannot exec into or read (default: POD_NAMESPACE, the operator's own).
+    /// The namespace the operator's trusted steps run in (curation, the evaluation of trained
+    /// models): one tenants cannot exec into or read (default: POD_NAMESPACE, the operator's
+    /// own).
     #[arg(long, env = "MODELCOMMONS_TRUSTED_NAMESPACE")]
     trusted_namespace: Option<String>,
+    /// The operator's own ServiceAccount's name (in POD_NAMESPACE): what a tenant grants the
+    /// reading of a credentials Secret to, as conditions say.
+    #[arg(long, env = "POD_SERVICE_ACCOUNT", default_value = "modelcommons")]
+    service_account: String,
     /// Metrics (`/metrics`) and health (`/healthz`, `/readyz`) address.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -395,6 +400,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .trusted_namespace
                 .clone()
                 .unwrap_or_else(|| args.lease_namespace.clone()),
+            service_account: format!("{}:{}", args.lease_namespace, args.service_account),
         },
     );
     if let Some(h) = connect_ledger(&args).await? {

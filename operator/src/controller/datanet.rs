@@ -6,9 +6,15 @@
 //! Job of its own image (`modelcommons-operator curate`), which fetches and checks every
 //! contribution (see [`crate::curate`]), writes the curated dataset and the curation report
 //! content-addressed to the artifact store, and reports the result as its termination
-//! message. The curation pod needs no Kubernetes API access at all (no service account token
-//! is mounted): its Datanet spec comes in an environment variable, a ConfigMap manifest as a
-//! mounted volume. Nothing it reports is trusted: the operator takes the result only from a
+//! message. The Job runs in the operator's trusted namespace (`Config::trusted_namespace`),
+//! where tenants can neither exec into it nor read what it reads, so a verdict on a
+//! contribution — which the operator cannot recompute without fetching it again — is the
+//! operator's own. The curation pod needs no Kubernetes API access at all (no service account
+//! token is mounted): its Datanet spec comes in an environment variable, the manifest as the
+//! bytes the operator read (a ConfigMap the operator writes beside the Job), the tenant's
+//! object-store credentials as a copy the operator makes of the Secret the Datanet names —
+//! read only where the tenant granted it ([`credentials_role`]). Nothing it reports is trusted
+//! all the same: the operator takes the result only from a
 //! pod of its own Job running its own container, reads the report and the dataset back from
 //! the store by content address and recomputes them ([`crate::curate::verify`]), checks the
 //! pool against what is left of the mandate's reward budget, then publishes the version on
@@ -53,14 +59,24 @@ use crate::ledger::mirror::{PublishDistribution, Write};
 
 /// The environment variable that carries the Datanet's spec (JSON) into the curation pod.
 pub const SPEC_ENV: &str = "MODELCOMMONS_DATANET_SPEC";
-/// Where a ConfigMap manifest is mounted in the curation pod.
+/// Where the manifest is mounted in the curation pod.
 pub const MANIFEST_DIR: &str = "/etc/modelcommons/manifest";
+/// The manifest's key in the ConfigMap handed to the curation pod.
+pub const MANIFEST_KEY: &str = "manifest.yaml";
+/// `app.kubernetes.io/name` of the curation Jobs.
+pub const CURATION_APP: &str = "modelcommons-curation";
+/// On a curation Job (in the trusted namespace): the namespace of its Datanet.
+pub const LABEL_DATANET_NAMESPACE: &str = "modelcommons.dev/datanet-namespace";
+/// On a curation Job: the uid of its Datanet.
+pub const LABEL_DATANET_UID: &str = "modelcommons.dev/datanet-uid";
 /// Where the curation pod writes its result (Kubernetes' default termination message path).
 pub const RESULT_FILE: &str = "/dev/termination-log";
 /// How long contributors may claim a version's rewards: 90 days.
 pub const CLAIM_WINDOW_SECONDS: u64 = 90 * 24 * 3600;
-/// The largest manifest read, by the operator or the curation: 4 MiB (some 10,000 entries).
-pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+/// The largest manifest read, by the operator or the curation: 1,000,000 bytes (some 2,500
+/// entries) — what one ConfigMap holds, in which the operator hands the bytes it read to its
+/// curation pod.
+pub const MAX_MANIFEST_BYTES: u64 = 1_000_000;
 /// Distribution kind of a Datanet version (RewardDistributor.Kind.Datanet).
 const KIND_DATANET: u8 = 0;
 
@@ -344,14 +360,6 @@ impl ManifestSource {
             }
         }
     }
-
-    /// The manifest as the curation pod sees it: a ConfigMap mounted under [`MANIFEST_DIR`].
-    fn uri_in_pod(&self) -> String {
-        match self {
-            Self::ConfigMap { key, .. } => format!("file://{MANIFEST_DIR}/{key}"),
-            Self::Uri(u) => u.clone(),
-        }
-    }
 }
 
 /// What `modelcommons-operator curate` is told.
@@ -535,18 +543,13 @@ pub(crate) fn same_containers(
     got.len() == want.len() && got.iter().zip(want).all(|(g, w)| key(g) == key(w))
 }
 
-/// Whether an existing Job under the curation Job's name is the operator's: controlled by
-/// this Datanet and running exactly the pod the operator would create. A tenant can create a
-/// Job under that name with an owner reference to the Datanet (uids are readable), but not
-/// one that runs anything but the operator's own curation.
+/// Whether an existing Job under the curation Job's name is the operator's: labelled with
+/// this Datanet's uid and running exactly the pod the operator would create. Tenants cannot
+/// create Jobs in the trusted namespace; should anyone who can make one there under that
+/// name, it is not one that runs anything but the operator's own curation.
 fn job_is_ours(job: &Job, dn: &Datanet, desired: &Job) -> Result<(), String> {
-    let uid = dn.uid().unwrap_or_default();
-    if !job
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "Datanet")
-    {
-        return Err("it is not controlled by this Datanet".into());
+    if job.labels().get(LABEL_DATANET_UID) != dn.uid().as_ref() {
+        return Err("it is not labelled with this Datanet's uid".into());
     }
     let pod = |j: &Job| j.spec.as_ref().and_then(|s| s.template.spec.clone());
     let (Some(got), Some(want)) = (pod(job), pod(desired)) else {
@@ -587,26 +590,32 @@ pub fn manifest_digest(text: &str) -> String {
     )
 }
 
-/// The name of the curation Job of `version` of Datanet `datanet` with manifest `digest`.
-pub fn job_name(datanet: &str, version: u32, digest: &str) -> String {
-    let base: String = datanet.chars().take(40).collect();
-    format!(
-        "{}-curate-v{version}-{}",
-        base.trim_end_matches('-'),
-        &digest[..8.min(digest.len())]
-    )
+/// The name of the curation Job of `version` of the Datanet with uid `uid` and manifest
+/// `digest`, in the trusted namespace (uids keep Datanets of every namespace apart there).
+pub fn job_name(uid: &str, version: u32, digest: &str) -> String {
+    format!("curate-{uid}-v{version}-{}", &digest[..8.min(digest.len())])
 }
 
-/// The curation Job.
+/// The ConfigMap that hands the manifest to curation Job `job`.
+fn manifest_copy(job: &str) -> String {
+    format!("{job}-manifest")
+}
+
+/// The Secret that hands the tenant's object-store credentials to curation Job `job`.
+fn credentials_copy(job: &str) -> String {
+    format!("{job}-credentials")
+}
+
+/// The curation Job, in the operator's trusted namespace.
 pub fn curation_job(
     dn: &Datanet,
-    ctx: &Context,
+    config: &super::Config,
     version: u32,
     digest: &str,
-    source: &ManifestSource,
 ) -> Result<Job, Error> {
     let ns = dn.namespace().unwrap_or_default();
-    let name = job_name(&dn.name_any(), version, digest);
+    let uid = dn.uid().unwrap_or_default();
+    let name = job_name(&uid, version, digest);
     let mut args = vec![
         "curate".to_string(),
         "--datanet".into(),
@@ -614,17 +623,19 @@ pub fn curation_job(
         "--version".into(),
         version.to_string(),
         "--artifact-store".into(),
-        ctx.config.artifact_store.clone(),
+        config.artifact_store.clone(),
         "--manifest".into(),
-        source.uri_in_pod(),
+        format!("file://{MANIFEST_DIR}/{MANIFEST_KEY}"),
+        "--manifest-dir".into(),
+        MANIFEST_DIR.into(),
     ];
-    let (mut vols, mut mounts) = volumes(&[ctx.config.artifact_store.as_str()]);
-    if let ManifestSource::ConfigMap { name, key } = source {
-        vols.push(json!({"name": "manifest", "configMap": {"name": name, "items": [{"key": key, "path": key}]}}));
-        mounts.push(json!({"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": true}));
-        args.extend(["--manifest-dir".into(), MANIFEST_DIR.into()]);
-    }
-    for (i, dev) in ctx.config.dev_host_dirs.iter().enumerate() {
+    let (mut vols, mut mounts) = volumes(&[config.artifact_store.as_str()]);
+    vols.push(
+        json!({"name": "manifest", "configMap": {"name": manifest_copy(&name),
+        "items": [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}]}}),
+    );
+    mounts.push(json!({"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": true}));
+    for (i, dev) in config.dev_host_dirs.iter().enumerate() {
         // Dev mode only (the test bed, the demo): the host directory, read-only, at its own
         // path, so `file://` contributions name the same path on the host and in the pod.
         let dev = dev.display().to_string();
@@ -633,7 +644,8 @@ pub fn curation_job(
         mounts.push(json!({"name": vol, "mountPath": dev, "readOnly": true}));
         args.extend(["--files-under".into(), dev]);
     }
-    let labels = json!({LABEL_MANAGED_BY: "modelcommons-operator", LABEL_INSTANCE: dn.name_any(),
+    let labels = json!({LABEL_MANAGED_BY: "modelcommons-operator", "app.kubernetes.io/name": CURATION_APP,
+        LABEL_INSTANCE: dn.name_any(), LABEL_DATANET_NAMESPACE: ns, LABEL_DATANET_UID: uid,
         "modelcommons.dev/datanet-version": version.to_string()});
     let pod = json!({
         "restartPolicy": "Never",
@@ -642,18 +654,23 @@ pub fn curation_job(
         "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [{
             "name": "curate",
-            "image": ctx.config.operator_image,
+            "image": config.operator_image,
             "args": args,
-            // Set here, these win over any of the same name in the tenant's Secret below.
+            // Set here, these win over any of the same name in the credentials below.
             "env": [{"name": SPEC_ENV, "value": serde_json::to_string(&dn.spec).unwrap_or_default()},
-                {"name": curate::ALLOW_ENV, "value": ctx.config.egress.to_env()}],
-            // Object-store credentials as the environment object_store reads; the kubelet
-            // resolves the Secret, the operator never reads it.
-            "envFrom": dn.spec.contributions.credentials_secret_ref.as_ref()
-                .map(|r| json!([{"secretRef": {"name": r.name}}])).unwrap_or_else(|| json!([])),
+                {"name": curate::ALLOW_ENV, "value": config.egress.to_env()}],
+            // Object-store credentials as the environment object_store reads: the operator's
+            // copy of the tenant's Secret, beside the Job.
+            "envFrom": if dn.spec.contributions.credentials_secret_ref.is_some() {
+                json!([{"secretRef": {"name": credentials_copy(&name)}}])
+            } else {
+                json!([])
+            },
             "volumeMounts": mounts,
             "terminationMessagePath": RESULT_FILE,
-            "terminationMessagePolicy": "File",
+            // A failure's last log lines become the message the Datanet's condition shows:
+            // tenants cannot read logs in the trusted namespace.
+            "terminationMessagePolicy": "FallbackToLogsOnError",
             "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}},
             "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                 "capabilities": {"drop": ["ALL"]}},
@@ -662,16 +679,132 @@ pub fn curation_job(
     });
     Ok(serde_json::from_value(json!({
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": ns, "labels": labels,
-            "ownerReferences": [owner(dn)]},
-        "spec": {"backoffLimit": 2, "ttlSecondsAfterFinished": 86400,
+        "metadata": {"name": name, "namespace": config.trusted_namespace, "labels": labels,
+            "annotations": {"modelcommons.dev/datanet": format!("{ns}/{}", dn.name_any()),
+                ANNOTATION_RETRY: dn.annotations().get(ANNOTATION_RETRY).cloned().unwrap_or_default()}},
+        "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 6 * 3600, "ttlSecondsAfterFinished": 86400,
             "template": {"metadata": {"labels": labels}, "spec": pod}},
     }))?)
 }
 
-fn owner(dn: &Datanet) -> serde_json::Value {
-    json!({"apiVersion": Datanet::api_version(&()), "kind": "Datanet", "name": dn.name_any(),
-        "uid": dn.uid().unwrap_or_default(), "controller": true, "blockOwnerDeletion": true})
+/// The Datanet annotation that asks for another attempt at a failed curation: any new value.
+pub const ANNOTATION_RETRY: &str = "modelcommons.dev/retry-curation";
+
+/// What a failed pod of the operator's Job `job` said last (its termination message, which
+/// falls back to its last log lines), at most 800 characters.
+async fn pod_failure(ctx: &Context, job: &Job) -> Result<Option<String>, Error> {
+    use k8s_openapi::api::core::v1::Pod;
+    let uid = job.uid().unwrap_or_default();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default())
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}")))
+        .await?;
+    Ok(pods
+        .items
+        .iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+        })
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .filter(|t| t.exit_code != 0)
+        .filter_map(|t| t.message.as_deref())
+        .map(|m| {
+            let m = m.trim();
+            let start = m.len().saturating_sub(800);
+            let start = (start..m.len())
+                .find(|i| m.is_char_boundary(*i))
+                .unwrap_or(m.len());
+            m[start..].replace('\n', " | ")
+        })
+        .next_back())
+}
+
+/// The Role and RoleBinding a tenant applies in its namespace so that the operator may read
+/// the one Secret its Datanet names (and nothing else of the namespace's Secrets), as
+/// `kubectl` commands.
+pub fn credentials_role(ns: &str, secret: &str, operator: &str) -> String {
+    format!(
+        "kubectl -n {ns} create role modelcommons-read-{secret} --verb=get --resource=secrets --resource-name={secret} && kubectl -n {ns} create rolebinding modelcommons-read-{secret} --role=modelcommons-read-{secret} --serviceaccount={operator}"
+    )
+}
+
+/// Writes what the curation Job reads beside it in the trusted namespace: the manifest the
+/// operator read, and a copy of the tenant's credentials Secret. `Ok(Some(_))` when the
+/// Secret cannot be read (the condition to show).
+async fn hand_over(
+    dn: &Datanet,
+    ctx: &Context,
+    job: &str,
+    manifest: &str,
+    owner: Option<&Job>,
+) -> Result<Option<Shown>, Error> {
+    let trusted = &ctx.config.trusted_namespace;
+    let ns = dn.namespace().unwrap_or_default();
+    let owners = owner.map_or_else(
+        || json!([]),
+        |j| {
+            json!([{"apiVersion": "batch/v1", "kind": "Job", "name": j.name_any(),
+                "uid": j.uid().unwrap_or_default()}])
+        },
+    );
+    let labels = json!({LABEL_MANAGED_BY: "modelcommons-operator", "app.kubernetes.io/name": CURATION_APP,
+        LABEL_DATANET_NAMESPACE: ns, LABEL_DATANET_UID: dn.uid().unwrap_or_default()});
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": manifest_copy(job), "namespace": trusted, "labels": labels,
+            "ownerReferences": owners},
+        "data": {MANIFEST_KEY: manifest}});
+    Api::<ConfigMap>::namespaced(ctx.client.clone(), trusted)
+        .patch(&manifest_copy(job), &pp, &Patch::Apply(&cm))
+        .await?;
+    let Some(r) = &dn.spec.contributions.credentials_secret_ref else {
+        return Ok(None);
+    };
+    use k8s_openapi::api::core::v1::Secret;
+    let secret = match Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&r.name)
+        .await
+    {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Ok(Some(Shown::new(
+                DatanetPhase::Curating,
+                "CredentialsMissing",
+                format!(
+                    "contributions.credentialsSecretRef names Secret {}, which does not exist in namespace {ns}; create it with the object-store settings (AWS_*, GOOGLE_*, AZURE_*) and curation starts",
+                    r.name
+                ),
+                Some(ctx.config.recheck),
+            )));
+        }
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            return Ok(Some(Shown::new(
+                DatanetPhase::Curating,
+                "CredentialsForbidden",
+                format!(
+                    "the operator may not read Secret {} of namespace {ns}: it reads a tenant's Secret only where the tenant allows it, that one alone. Allow it with: {}; curation then starts by itself",
+                    r.name,
+                    credentials_role(&ns, &r.name, &ctx.config.service_account)
+                ),
+                Some(ctx.config.recheck),
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let copy = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": credentials_copy(job), "namespace": trusted, "labels": labels,
+            "ownerReferences": owners},
+        "data": secret.data.unwrap_or_default()});
+    Api::<Secret>::namespaced(ctx.client.clone(), trusted)
+        .patch(&credentials_copy(job), &pp, &Patch::Apply(&copy))
+        .await?;
+    Ok(None)
 }
 
 struct Shown {
@@ -828,26 +961,50 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
         return Ok(shown);
     }
 
-    // The curation Job runs (created once per manifest digest and version); only the
-    // operator's own Job and its own pods count.
-    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
-    let name = job_name(&dn.name_any(), version, &digest);
-    let desired = curation_job(dn, ctx, version, &digest, &source)?;
+    // The curation Job runs in the trusted namespace (created once per manifest digest and
+    // version), on the manifest bytes the operator read; only the operator's own Job and its
+    // own pods count.
+    let trusted = &ctx.config.trusted_namespace;
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), trusted);
+    let name = job_name(&dn.uid().unwrap_or_default(), version, &digest);
+    let desired = curation_job(dn, &ctx.config, version, &digest)?;
     let job = match jobs.get_opt(&name).await? {
         Some(j) => j,
         None => {
-            let j = jobs
+            if let Some(shown) = hand_over(dn, ctx, &name, &manifest, None).await? {
+                return Ok(shown);
+            }
+            let j = match jobs
                 .patch(
                     &name,
                     &PatchParams::apply(FIELD_MANAGER).force(),
                     &Patch::Apply(&desired),
                 )
-                .await?;
+                .await
+            {
+                Ok(j) => j,
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    return Ok(Shown::new(
+                        DatanetPhase::Curating,
+                        "TrustedNamespaceMissing",
+                        format!(
+                            "the operator curates in its trusted namespace {trusted}, which does not exist ({}); create it (Helm evaluation.createNamespace) and curation starts",
+                            e.message
+                        ),
+                        Some(ctx.config.recheck),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // The inputs go with the Job (garbage-collected when its TTL removes it).
+            hand_over(dn, ctx, &name, &manifest, Some(&j)).await?;
             ctx.event(
                 dn,
                 EventType::Normal,
                 "CurationStarted",
-                format!("Job {name} curates version {version} (manifest sha256 {digest})"),
+                format!(
+                    "Job {trusted}/{name} curates version {version} (manifest sha256 {digest})"
+                ),
             );
             j
         }
@@ -857,7 +1014,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             DatanetPhase::Failed,
             "ForgedResult",
             format!(
-                "Job {name} was not made by the operator: {why}. Nothing is published from it; delete it (kubectl delete job -n {ns} {name}) and the operator curates version {version} with its own"
+                "Job {trusted}/{name} was not made by the operator: {why}. Nothing is published from it; the platform team deletes it (kubectl delete job -n {trusted} {name}) and the operator curates version {version} with its own"
             ),
         ));
     }
@@ -873,7 +1030,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
                 DatanetPhase::Failed,
                 "CurationMismatch",
                 format!(
-                    "the curation Job {name} reported version {} of manifest {}, not version {version} of {digest}; delete the Job to curate again",
+                    "the curation Job {trusted}/{name} reported version {} of manifest {}, not version {version} of {digest}; nothing is published",
                     r.version, r.manifest_sha256
                 ),
             ));
@@ -893,7 +1050,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
                     DatanetPhase::Failed,
                     f.reason(),
                     format!(
-                        "the result of curation Job {name} does not check out: {f}. Nothing is published; delete the Job (kubectl delete job -n {ns} {name}) to curate version {version} again"
+                        "the result of curation Job {trusted}/{name} does not check out: {f}. Nothing is published; the platform team deletes the Job (kubectl delete job -n {trusted} {name}) to curate version {version} again"
                     ),
                 ));
             }
@@ -905,12 +1062,30 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
     }
     Ok(match state {
         JobState::Failed => {
+            let asked = dn.annotations().get(ANNOTATION_RETRY);
+            if asked.is_some() && asked != job.annotations().get(ANNOTATION_RETRY) {
+                // Another attempt asked for: the failed Job (and, with it, its inputs) goes,
+                // and the next look creates it again.
+                jobs.delete(&name, &kube::api::DeleteParams::background())
+                    .await?;
+                return Ok(Shown::new(
+                    DatanetPhase::Curating,
+                    "CurationRetried",
+                    format!("curation Job {trusted}/{name} failed; it runs again as asked"),
+                    Some(Duration::from_secs(1)),
+                ));
+            }
             let (_, why) = failure.unwrap_or_default();
+            let said = pod_failure(ctx, &job)
+                .await?
+                .map(|m| format!("; its last words: {m}"))
+                .unwrap_or_default();
             Shown::new(
                 DatanetPhase::Failed,
                 "CurationFailed",
                 format!(
-                    "the curation Job {name} failed: {why}; see `kubectl logs job/{name}`, fix the cause (manifest or artifact store) and delete the Job to curate again"
+                    "the curation Job {trusted}/{name} failed: {why}{said}. Fix the cause (the manifest, the contributions' store or credentials) and ask for another attempt: kubectl -n {ns} annotate datanet {} {ANNOTATION_RETRY}=\"$(date +%s)\" --overwrite",
+                    dn.name_any()
                 ),
                 None,
             )
@@ -931,7 +1106,8 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
                     DatanetPhase::Failed,
                     "NoResult",
                     format!(
-                        "the curation Job {name} completed {waited:.0}s ago without reporting a result; check its logs (`kubectl logs job/{name}`)"
+                        "the curation Job {trusted}/{name} completed {waited:.0}s ago without reporting a result; the platform team can read its logs (kubectl -n {trusted} logs job/{name}); ask for another attempt: kubectl -n {ns} annotate datanet {} {ANNOTATION_RETRY}=\"$(date +%s)\" --overwrite",
+                        dn.name_any()
                     ),
                     None,
                 )
@@ -939,7 +1115,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
                 Shown::new(
                     DatanetPhase::Curating,
                     "AwaitingResult",
-                    format!("the curation Job {name} finished; waiting for its report"),
+                    format!("the curation Job {trusted}/{name} finished; waiting for its report"),
                     Some(Duration::from_secs(2)),
                 )
             }
@@ -948,7 +1124,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             DatanetPhase::Curating,
             "Curating",
             format!(
-                "the curation Job {name} fetches and checks the contributions of version {version}"
+                "the curation Job {trusted}/{name} fetches and checks the contributions of version {version}"
             ),
             recheck,
         ),
@@ -1335,10 +1511,9 @@ pub async fn run(ctx: Context) {
         return;
     }
     let client = ctx.client.clone();
-    let (dns, jobs, proposals, cms) = match &ctx.config.namespace {
+    let (dns, proposals, cms) = match &ctx.config.namespace {
         Some(ns) => (
             Api::<Datanet>::namespaced(client.clone(), ns),
-            Api::<Job>::namespaced(client.clone(), ns),
             Api::<ModelProposal>::namespaced(client.clone(), ns),
             Api::<ConfigMap>::namespaced(client.clone(), ns),
         ),
@@ -1346,15 +1521,29 @@ pub async fn run(ctx: Context) {
             Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
-            Api::all(client.clone()),
         ),
     };
+    // The curation Jobs, in the trusted namespace, name their Datanet by labels (an owner
+    // reference cannot cross namespaces).
+    let jobs = Api::<Job>::namespaced(client.clone(), &ctx.config.trusted_namespace);
+    let only = ctx.config.namespace.clone();
     let controller = Controller::new(dns, watcher::Config::default());
     let store = controller.store();
     let by_proposal = store.clone();
     let by_configmap = store;
     controller
-        .owns(jobs, watcher::Config::default().labels(LABEL_INSTANCE))
+        .watches(
+            jobs,
+            watcher::Config::default().labels(&format!("app.kubernetes.io/name={CURATION_APP}")),
+            move |j: Job| {
+                let l = j.labels();
+                let (ns, name) = (l.get(LABEL_DATANET_NAMESPACE)?, l.get(LABEL_INSTANCE)?);
+                if only.as_ref().is_some_and(|o| o != ns) {
+                    return None;
+                }
+                Some(ObjectRef::<Datanet>::new(name).within(ns))
+            },
+        )
         .watches(
             proposals,
             watcher::Config::default(),
@@ -1399,6 +1588,92 @@ mod tests {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    fn datanet(credentials: bool) -> Datanet {
+        let mut spec = serde_json::json!({
+            "proposalRef": {"name": "p"},
+            "format": {"type": "Jsonl", "fields": ["prompt", "completion"]},
+            "contributions": {"configMapRef": {"name": "m", "key": "manifest.yaml"}},
+            "rewards": {"pool": "1000"},
+        });
+        if credentials {
+            spec["contributions"]["credentialsSecretRef"] = json!({"name": "store-keys"});
+        }
+        let mut dn: Datanet = serde_json::from_value(json!({
+            "apiVersion": "modelcommons.dev/v1alpha1", "kind": "Datanet",
+            "metadata": {"name": "d", "namespace": "tenant", "uid": "0b5e2f7a-6d5c-4a4e-9c61-2f1d9b0c8e11",
+                "annotations": {ANNOTATION_RETRY: "7"}},
+            "spec": spec,
+        }))
+        .unwrap();
+        dn.metadata.generation = Some(1);
+        dn
+    }
+
+    #[test]
+    fn curation_runs_in_the_trusted_namespace_on_what_the_operator_hands_it() {
+        let config = super::super::Config {
+            trusted_namespace: "trusted".into(),
+            ..Default::default()
+        };
+        let job = curation_job(&datanet(true), &config, 3, &"ab".repeat(32)).unwrap();
+        let name = job.metadata.name.clone().unwrap();
+        assert_eq!(
+            name,
+            "curate-0b5e2f7a-6d5c-4a4e-9c61-2f1d9b0c8e11-v3-abababab"
+        );
+        assert!(name.len() <= 63, "a Job name is a label value");
+        assert_eq!(job.metadata.namespace.as_deref(), Some("trusted"));
+        assert!(
+            job.metadata.owner_references.is_none(),
+            "no owner across namespaces"
+        );
+        let labels = job.metadata.labels.clone().unwrap();
+        assert_eq!(labels[LABEL_DATANET_NAMESPACE], "tenant");
+        assert_eq!(
+            labels[LABEL_DATANET_UID],
+            "0b5e2f7a-6d5c-4a4e-9c61-2f1d9b0c8e11"
+        );
+        assert_eq!(
+            job.metadata.annotations.clone().unwrap()[ANNOTATION_RETRY],
+            "7"
+        );
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let c = &pod.containers[0];
+        let args = c.args.clone().unwrap();
+        assert!(
+            args.contains(&format!("file://{MANIFEST_DIR}/{MANIFEST_KEY}")),
+            "{args:?}"
+        );
+        let cm = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find_map(|v| v.config_map)
+            .unwrap();
+        assert_eq!(
+            cm.name,
+            format!("{name}-manifest"),
+            "the operator's copy, not the tenant's"
+        );
+        let secret = c.env_from.clone().unwrap()[0].secret_ref.clone().unwrap();
+        assert_eq!(secret.name, format!("{name}-credentials"));
+        assert_eq!(
+            c.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        let none = curation_job(&datanet(false), &config, 3, &"ab".repeat(32)).unwrap();
+        let c = &none.spec.unwrap().template.spec.unwrap().containers[0];
+        assert!(c.env_from.clone().unwrap_or_default().is_empty());
+    }
+
+    #[test]
+    fn the_credentials_role_names_one_secret() {
+        let cmd = credentials_role("tenant", "store-keys", "ops:modelcommons");
+        assert!(cmd.contains("--resource-name=store-keys"), "{cmd}");
+        assert!(cmd.contains("--serviceaccount=ops:modelcommons"), "{cmd}");
+        assert!(cmd.contains("--verb=get "), "{cmd}");
     }
 
     #[test]

@@ -596,6 +596,10 @@ pub fn evaluation_job(
             h["type"] = json!("Directory");
         }
     }
+    // The evaluation copies the model here, then hashes and loads the copy: a writer of the
+    // output cannot swap the weights between the two.
+    vols.push(json!({"name": "scratch", "emptyDir": {}}));
+    mounts.push(json!({"name": "scratch", "mountPath": "/tmp"}));
     let mut args = vec![
         "eval".to_string(),
         "--model".into(),
@@ -938,6 +942,17 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
             let rec = published.get(&a.dataset_version);
             a.dataset_uri = rec.map(|r| r.dataset_uri.clone()).unwrap_or_default();
             a.dataset_root = rec.and_then(|r| r.dataset_root.clone());
+            // Nor its deadline: that is the GPU time reserved at admission (the operator's
+            // usage record), which a tenant editing its Job does not extend.
+            let gpus = ftj.spec.resources.workers.max(1) * ftj.spec.resources.gpus_per_worker;
+            let reserved = match &proposal {
+                Some(p) if gpus > 0 => super::usage::usage(ctx, p)
+                    .await?
+                    .get(&ftj.uid().unwrap_or_default())
+                    .map(|u| (u.reserved_hours / f64::from(gpus) * 3600.0).round() as u64),
+                _ => None,
+            };
+            a.active_deadline_seconds = reserved.or(ftj.spec.run_policy.active_deadline_seconds);
             Ok(a)
         }
         None => {
@@ -1004,6 +1019,28 @@ async fn reconcile_inner(ftj: Arc<FineTuneJob>, c: &Caches) -> Result<Action, Er
         }
     }
     let (state, failure) = job_state(&job);
+    if let (false, Some(want), JobState::Running | JobState::Suspended) =
+        (fresh, admitted.active_deadline_seconds, state)
+    {
+        let got = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+        if got.and_then(|g| u64::try_from(g).ok()) != Some(want) {
+            jobs.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"activeDeadlineSeconds": want}})),
+            )
+            .await?;
+            ctx.event(
+                &*ftj,
+                EventType::Warning,
+                "DeadlineRestored",
+                format!(
+                    "the trainer Job's activeDeadlineSeconds was {}; set back to {want}, the GPU time reserved for this job at admission",
+                    got.map_or_else(|| "unset".into(), |g| g.to_string())
+                ),
+            );
+        }
+    }
     let hours = gpu_hours(&ftj.spec, &job);
     if matches!(state, JobState::Complete | JobState::Failed) && !fresh {
         finish_usage(&ftj, proposal.as_ref(), hours, ctx).await?;

@@ -64,10 +64,13 @@ pub struct Config {
     /// `file://` manifests, contributions, base models, outputs and served artifacts may be.
     /// Empty in a real cluster: `file://` is refused there.
     pub dev_host_dirs: Vec<std::path::PathBuf>,
-    /// The namespace the operator's trusted steps run in (the evaluation of trained models):
-    /// one the operator owns and tenants can neither exec into nor read (the chart's release
-    /// namespace by default).
+    /// The namespace the operator's trusted steps run in (curation, the evaluation of trained
+    /// models, the operator's records): one the operator owns and tenants can neither exec
+    /// into nor read (the chart's release namespace by default).
     pub trusted_namespace: String,
+    /// The operator's own ServiceAccount, `<namespace>:<name>`: what a tenant grants the
+    /// reading of its credentials Secret to (conditions give the commands).
+    pub service_account: String,
 }
 
 /// Quorum and approval threshold for proposals whose `spec.governance` leaves them unset.
@@ -113,6 +116,7 @@ impl Default for Config {
             egress: crate::curate::Egress::default(),
             dev_host_dirs: Vec::new(),
             trusted_namespace: "modelcommons-system".into(),
+            service_account: "modelcommons-system:modelcommons".into(),
         }
     }
 }

@@ -369,6 +369,50 @@ pub async fn job_of(client: &kube::Client, ns: &str, instance: &str) -> Job {
     }
 }
 
+/// The operator's curation Job of Datanet `name` of namespace `ns` — of `version`, or the
+/// first found — in the operator's trusted namespace `trusted_ns` (where curation runs).
+pub async fn curation_job_of(
+    client: &kube::Client,
+    trusted_ns: &str,
+    ns: &str,
+    name: &str,
+    version: Option<u32>,
+) -> Job {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), trusted_ns);
+    let mut selector = format!(
+        "app.kubernetes.io/name=modelcommons-curation,modelcommons.dev/datanet-namespace={ns},modelcommons.dev/instance={name}"
+    );
+    if let Some(v) = version {
+        selector.push_str(&format!(",modelcommons.dev/datanet-version={v}"));
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let list = jobs
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap();
+        if let Some(j) = list.items.into_iter().next() {
+            return j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no curation Job for {ns}/{name} in {trusted_ns}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every curation Job of Datanet `name` of namespace `ns` in [`TRUSTED`] now.
+pub async fn curation_jobs(client: &kube::Client, ns: &str, name: &str) -> Vec<Job> {
+    Api::<Job>::namespaced(client.clone(), TRUSTED)
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/name=modelcommons-curation,modelcommons.dev/datanet-namespace={ns},modelcommons.dev/instance={name}"
+        )))
+        .await
+        .unwrap()
+        .items
+}
+
 pub fn path_of(uri: &str) -> PathBuf {
     PathBuf::from(uri.strip_prefix("file://").unwrap())
 }
