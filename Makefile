@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 DEPS = eval "$$(hack/deps.sh)"
 
-.PHONY: help deps test demo lint examples crds deploy contracts cluster-up cluster-down bench bench-gas bench-trainer bench-operator selftest clean
+.PHONY: help deps test unit demo check-deps lint examples crds deploy contracts cluster-up cluster-down bench bench-gas bench-trainer bench-operator selftest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -14,11 +14,17 @@ deps: ## install what is missing (npm packages, libtorch, the control-plane bina
 test: ## install, check generated files, lint, and run every test against real parts
 	hack/test.sh
 
+unit: ## the pure tests only (every crate's unit tests: no control plane, no chain)
+	$(DEPS) && cargo test -q --workspace --lib --bins
+
+check-deps: ## what ships links neither the test bed nor libtorch; the CLI not the operator
+	hack/check-deps.sh
+
 lint: ## rustfmt and clippy
 	$(DEPS) && cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings
 
 examples: ## regenerate the example's reviewed clauses and sign them with the dev keys
-	$(DEPS) && cargo build -q -p modelcommons-operator --bin modelcommons \
+	$(DEPS) && cargo build -q -p modelcommons-cli --bin modelcommons \
 	  && python3 examples/contract-review/generate.py \
 	  && MODELCOMMONS_BIN="$${CARGO_TARGET_DIR:-target}/debug/modelcommons" examples/contract-review/sign-contributions.sh
 
@@ -26,7 +32,7 @@ crds: ## regenerate the CRD YAML from the Rust types
 	$(DEPS) && cargo run -q -p modelcommons-crds --bin crdgen -- --write
 
 demo: ## the whole lifecycle live on a local control plane and chain, ending with a chat completion
-	$(DEPS) && cargo build -q -p modelcommons-operator --bins -p modelcommons-trainer --bin modelcommons-trainer \
+	$(DEPS) && cargo build -q -p modelcommons-operator --bins -p modelcommons-demo -p modelcommons-trainer --bin modelcommons-trainer \
 	  && "$${CARGO_TARGET_DIR:-target}/debug/modelcommons-demo" $(DEMO_ARGS)
 
 deploy: ## render the kustomize base and overlays in deploy/ from the Helm chart
@@ -58,7 +64,7 @@ bench-operator: ## FineTuneJob controller latency, 1,000 jobs to Running, RSS, i
 	$(DEPS) && cargo bench -q -p modelcommons-operator --bench controller
 
 bench-gas: ## print the gas of every ledger operation on anvil (Merkle claims at 10, 1k, 10k recipients)
-	$(DEPS) && cargo bench -q -p modelcommons-operator --bench gas
+	$(DEPS) && cargo bench -q -p modelcommons-ledger --bench gas
 
 selftest: ## train a tiny network with libtorch and print the loss curve
 	$(DEPS) && cargo run -q -p modelcommons-trainer -- selftest

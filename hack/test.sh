@@ -16,6 +16,9 @@ cargo run -q -p modelcommons-crds --bin crdgen -- --check
 hack/render-deploy.sh --check
 python3 examples/contract-review/generate.py --check
 
+step "crate boundaries"
+hack/check-deps.sh
+
 step "format and lints"
 cargo fmt --all --check
 cargo clippy -q --workspace --all-targets -- -D warnings

@@ -9,11 +9,14 @@
 //!   once, each on its own free ports and in its own temporary directory, removed on drop.
 //! - [`Anvil`]: a local EVM chain from npm `@foundry-rs/anvil-linux-amd64`.
 //! - [`TestNamespace`]: a random namespace per test (linkerd's `with_temp_ns`).
+//! - [`chain::Chain`]: the contract suite bootstrapped on a fresh anvil, and dev accounts'
+//!   actions on it (stake, vote, queue and execute).
 //!
 //! Tests use [`cluster`]: it connects to the shared control plane that `make test` started
 //! (`MODELCOMMONS_TEST_KUBECONFIG`), or starts a private one when run by plain `cargo test`.
 
 mod anvil;
+pub mod chain;
 mod controlplane;
 mod crds;
 mod namespace;

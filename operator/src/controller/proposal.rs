@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::primitives::{Address, B256, U256, keccak256};
+use alloy::primitives::{Address, U256};
 use futures::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -27,11 +27,10 @@ use modelcommons_crds::datanet::Datanet;
 use modelcommons_crds::deployment::ModelDeployment;
 use modelcommons_crds::finetune::FineTuneJob;
 use modelcommons_crds::proposal::{
-    BudgetStatus, Children, ModelProposal, ModelProposalPhase, ModelProposalSpec,
-    ModelProposalStatus, ProposalChain, Tally,
+    BudgetStatus, Children, ModelProposal, ModelProposalPhase, ModelProposalStatus, ProposalChain,
+    Tally,
 };
 use modelcommons_crds::rlhf::RLHFRound;
-use serde_json::Value;
 
 use super::{Context, Error, FIELD_MANAGER, FINALIZER, LEDGER_SYNCED, LedgerHandle, now};
 use crate::ledger::governance::ProposalState;
@@ -39,63 +38,7 @@ use crate::ledger::ids::model_id;
 use crate::ledger::mirror::RegisterModel;
 use crate::ledger::proposal::{ProposalView, RegistryStatus};
 
-/// The spec's canonical encoding: JSON with object keys sorted and no whitespace.
-pub fn canonical_json(v: &Value) -> String {
-    fn write(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    write(&map[k], out);
-                }
-                out.push('}');
-            }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(v, &mut out);
-    out
-}
-
-/// The version of the spec's canonical encoding, hashed with it. Fields added to the spec
-/// later are optional and left out when unset, so the hashes of registered proposals that do
-/// not use them stay what they were; a change of the encoding itself gets a new version.
-pub const SPEC_ENCODING: &str = "modelcommons.dev/ModelProposal/spec/v1";
-
-/// keccak256 of the versioned canonical JSON of the spec without its stake authorization
-/// (which signs this hash): what the chain records as voted on.
-pub fn spec_hash(spec: &ModelProposalSpec) -> B256 {
-    let mut spec = spec.clone();
-    spec.stake_authorization = None;
-    let v = serde_json::to_value(&spec).unwrap_or(Value::Null);
-    keccak256(format!("{SPEC_ENCODING}\n{}", canonical_json(&v)))
-}
-
-/// The mandate's reward budget in base units (0 when unset).
-pub fn reward_budget(spec: &ModelProposalSpec) -> Option<U256> {
-    spec.mandate
-        .reward_budget
-        .as_deref()
-        .map_or(Some(U256::ZERO), |b| U256::from_str_radix(b, 10).ok())
-}
+pub use crate::ledger::spec::{SPEC_ENCODING, canonical_json, reward_budget, spec_hash};
 
 /// A decimal string of GPU-hours (at most 4 decimals, no trailing zeros).
 fn hours(h: f64) -> String {
@@ -796,16 +739,6 @@ pub async fn run(ctx: Context) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[{"y":1,"x":2}],"c":"s"}}"#)
-            .unwrap_or_default();
-        assert_eq!(
-            canonical_json(&a),
-            r#"{"a":{"c":"s","d":[{"x":2,"y":1}]},"b":1}"#
-        );
-    }
 
     #[test]
     fn hours_are_short_decimals() {
