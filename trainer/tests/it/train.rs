@@ -10,6 +10,11 @@ const EXACT_MATCH: f64 = 0.9;
 const RESUME_TOLERANCE: f64 = 1e-4;
 
 fn eval(ws: &Workspace, model: &str) -> serde_json::Value {
+    eval_with(ws, model, &[])
+}
+
+/// `eval` of `model` on the held-out clauses, with `extra` flags.
+fn eval_with(ws: &Workspace, model: &str, extra: &[&str]) -> serde_json::Value {
     let out = crate::common::trainer()
         .args([
             "eval",
@@ -20,6 +25,7 @@ fn eval(ws: &Workspace, model: &str) -> serde_json::Value {
             "--device",
             "cpu",
         ])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -161,23 +167,8 @@ fn lora_trains_adapters_only_and_leaves_the_base_untouched() {
     cfg["base_model_name_or_path"] = serde_json::json!(other.to_str().unwrap());
     std::fs::write(ws.path("lora/adapter_config.json"), cfg.to_string()).unwrap();
     let misled = eval(&ws, "lora");
-    let out = crate::common::trainer()
-        .args(["eval", "--model", ws.path("lora").to_str().unwrap()])
-        .args(["--baseline", ws.path("base").to_str().unwrap()])
-        .args([
-            "--data",
-            ws.path("eval.jsonl").to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let judged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let base = ws.path("base");
+    let judged = eval_with(&ws, "lora", &["--baseline", base.to_str().unwrap()]);
     assert_eq!(
         judged["metrics"], honest["metrics"],
         "judged on the named base"
