@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 DEPS = eval "$$(hack/deps.sh)"
 
-.PHONY: help deps test unit demo check-deps lint examples crds deploy contracts cluster-up cluster-down bench bench-gas bench-trainer bench-operator selftest clean
+.PHONY: help deps test unit demo check-deps check-controllers gitops-health lint examples crds deploy contracts cluster-up cluster-down bench bench-gas bench-trainer bench-operator selftest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -19,6 +19,12 @@ unit: ## the pure tests only (every crate's unit tests: no control plane, no cha
 
 check-deps: ## what ships links neither the test bed nor libtorch; the CLI not the operator
 	hack/check-deps.sh
+
+check-controllers: ## decide steps do no I/O, children are typed, no function over 80 lines (a ratchet for the controllers not moved yet)
+	python3 hack/check-controllers.py
+
+gitops-health: ## test the Argo CD health checks (Lua) against their sample statuses; regenerate argocd-cm.yaml with WRITE=1
+	go -C hack/gitops-health run . $(if $(WRITE),--write,--check)
 
 lint: ## rustfmt and clippy
 	$(DEPS) && cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings

@@ -15,9 +15,13 @@ node contracts/build.js --check
 cargo run -q -p modelcommons-crds --bin crdgen -- --check
 hack/render-deploy.sh --check
 python3 examples/contract-review/generate.py --check
+# The Argo CD health checks (Lua, run in gopher-lua as Argo CD runs them) against their
+# sample statuses, and the argocd-cm patch generated from them.
+go -C hack/gitops-health run . --check >/dev/null
 
-step "crate boundaries"
+step "crate boundaries and controller shape"
 hack/check-deps.sh
+python3 hack/check-controllers.py
 
 step "format and lints"
 cargo fmt --all --check

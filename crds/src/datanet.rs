@@ -272,3 +272,47 @@ pub struct DatanetStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
+
+/// The reasons of a Datanet's conditions and events (what users alert on).
+pub mod reason {
+    /// Curating: the curated artifacts cannot be read back yet (retried).
+    pub const ARTIFACTS_UNREADABLE: &str = "ArtifactsUnreadable";
+    /// Curating: the curation Job finished; its result is awaited.
+    pub const AWAITING_RESULT: &str = "AwaitingResult";
+    /// Stalled: the operator may not read `credentialsSecretRef` (the message gives the Role to create).
+    pub const CREDENTIALS_FORBIDDEN: &str = "CredentialsForbidden";
+    /// Stalled: `credentialsSecretRef` names no Secret.
+    pub const CREDENTIALS_MISSING: &str = "CredentialsMissing";
+    /// Curating: the curation Job runs.
+    pub const CURATING: &str = "Curating";
+    /// Stalled: the curation Job failed (its last log lines are in the message).
+    pub const CURATION_FAILED: &str = "CurationFailed";
+    /// Failed: the curation Job reported another version or manifest.
+    pub const CURATION_MISMATCH: &str = "CurationMismatch";
+    /// Curating: a failed curation was retried (`modelcommons.dev/retry-curation`).
+    pub const CURATION_RETRIED: &str = "CurationRetried";
+    /// Event: a curation Job was created.
+    pub const CURATION_STARTED: &str = "CurationStarted";
+    /// Failed: a curation Job or result the operator did not make.
+    pub const FORGED_RESULT: &str = "ForgedResult";
+    /// LedgerSynced True: published versions are on chain.
+    pub const IN_SYNC: &str = "InSync";
+    /// LedgerSynced False: the chain did not answer (retried).
+    pub const LEDGER_UNAVAILABLE: &str = "LedgerUnavailable";
+    /// Stalled: the contributions manifest does not parse or check.
+    pub const MANIFEST_INVALID: &str = "ManifestInvalid";
+    /// Collecting: the manifest cannot be fetched yet (retried).
+    pub const MANIFEST_UNAVAILABLE: &str = "ManifestUnavailable";
+    /// Stalled: the manifest is at a location the operator does not read.
+    pub const MANIFEST_UNSUPPORTED: &str = "ManifestUnsupported";
+    /// Failed: the curation Job completed without a result.
+    pub const NO_RESULT: &str = "NoResult";
+    /// Collecting: the proposal is not approved yet.
+    pub const PROPOSAL_NOT_APPROVED: &str = "ProposalNotApproved";
+    /// Ready: the version is curated, verified and published on chain.
+    pub const PUBLISHED: &str = "Published";
+    /// Failed: the pool is more than is left of the mandate's reward budget.
+    pub const REWARD_BUDGET_EXCEEDED: &str = "RewardBudgetExceeded";
+    /// Stalled: the operator's trusted namespace does not exist.
+    pub const TRUSTED_NAMESPACE_MISSING: &str = "TrustedNamespaceMissing";
+}

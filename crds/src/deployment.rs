@@ -293,3 +293,42 @@ pub struct ModelDeploymentStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
+
+/// The `Routed` condition: whether the HTTPRoute of `spec.route` is in place and accepted.
+pub const ROUTED: &str = "Routed";
+
+/// The reasons of a ModelDeployment's conditions and events (what users alert on).
+pub mod reason {
+    /// Ready: every desired replica serves the one revision.
+    pub const SERVING: &str = "Serving";
+    /// Ready: a canary serves its share beside the stable revision.
+    pub const CANARY_SERVING: &str = "CanaryServing";
+    /// Reconciling: the canary's replicas are starting.
+    pub const CANARY_STARTING: &str = "CanaryStarting";
+    /// Reconciling: a new revision rolls out.
+    pub const ROLLING: &str = "Rolling";
+    /// Reconciling: no replica has loaded the model yet.
+    pub const STARTING: &str = "Starting";
+    /// Stalled: some replicas are unavailable although the rollout is done.
+    pub const REPLICAS_UNAVAILABLE: &str = "ReplicasUnavailable";
+    /// Stalled: `modelRef.fineTuneJob` names no FineTuneJob in this namespace.
+    pub const MODEL_NOT_FOUND: &str = "ModelNotFound";
+    /// Reconciling: the FineTuneJob has not Succeeded (or reports no digest) yet.
+    pub const MODEL_NOT_READY: &str = "ModelNotReady";
+    /// Stalled: `modelRef.rlhfRound` is not served yet.
+    pub const SOURCE_NOT_SUPPORTED: &str = "SourceNotSupported";
+    /// Stalled: the model is at a location the operator does not mount.
+    pub const STORAGE_UNSUPPORTED: &str = "StorageUnsupported";
+    /// Stalled: a `file://` model outside the dev host directories.
+    pub const HOST_PATH_REFUSED: &str = "HostPathRefused";
+    /// Routed True: the Gateways accepted the route.
+    pub const ACCEPTED: &str = "Accepted";
+    /// Routed True: the route is applied; no Gateway has reported on it yet.
+    pub const ROUTE_APPLIED: &str = "RouteApplied";
+    /// Routed False: a Gateway refused the route.
+    pub const ROUTE_NOT_ACCEPTED: &str = "RouteNotAccepted";
+    /// Routed False: `spec.route` without the Gateway API installed.
+    pub const GATEWAY_API_MISSING: &str = "GatewayAPIMissing";
+    /// Event: a canary became the stable revision.
+    pub const PROMOTED: &str = "Promoted";
+}

@@ -474,3 +474,72 @@ pub struct FineTuneJobStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
+
+/// The reasons of a FineTuneJob's conditions and events (what users alert on). A failed
+/// trainer Job's own reason (`BackoffLimitExceeded`, `DeadlineExceeded`, …) is passed through.
+pub mod reason {
+    /// Gated: a `file://` location outside the operator's dev host directories.
+    pub const HOST_PATH_REFUSED: &str = "HostPathRefused";
+    /// Gated: `spec.trainerImage` is not one the operator runs.
+    pub const TRAINER_IMAGE_NOT_ALLOWED: &str = "TrainerImageNotAllowed";
+    /// Gated: `spec.proposalRef` names no ModelProposal here.
+    pub const PROPOSAL_NOT_FOUND: &str = "ProposalNotFound";
+    /// Gated: the proposal is not approved (by its status, or on chain).
+    pub const PROPOSAL_NOT_APPROVED: &str = "ProposalNotApproved";
+    /// Gated: `spec.datanetRef` names no Datanet here.
+    pub const DATANET_NOT_FOUND: &str = "DatanetNotFound";
+    /// Gated: the Datanet gathers data for another proposal.
+    pub const DATANET_OF_ANOTHER_PROPOSAL: &str = "DatanetOfAnotherProposal";
+    /// Gated: no published version (or not the pinned one) yet.
+    pub const DATANET_NOT_READY: &str = "DatanetNotReady";
+    /// Gated: the version lacks the contributions the mandate's data needs ask for.
+    pub const DATA_NEEDS_UNMET: &str = "DataNeedsUnmet";
+    /// Gated: a location the operator does not mount.
+    pub const STORAGE_UNSUPPORTED: &str = "StorageUnsupported";
+    /// Gated: the mandate's other jobs hold its concurrent GPUs.
+    pub const GPU_LIMIT_REACHED: &str = "GpuLimitReached";
+    /// Gated: the mandate's GPU-hours are spent.
+    pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
+    /// Gated False: every gate holds.
+    pub const ADMITTED: &str = "Admitted";
+    /// Queued: the Job waits for its Kueue queue.
+    pub const AWAITING_ADMISSION: &str = "AwaitingAdmission";
+    /// Queued: `spec.runPolicy.suspend` is true.
+    pub const SUSPENDED: &str = "Suspended";
+    /// Suspended False: the trainer pods run.
+    pub const RUNNING: &str = "Running";
+    /// Running: the trainer pods run.
+    pub const TRAINING: &str = "Training";
+    /// Evaluating: the trainer finished; its result is awaited.
+    pub const AWAITING_RESULT: &str = "AwaitingResult";
+    /// Evaluating: the operator's evaluation Job runs.
+    pub const EVALUATING: &str = "Evaluating";
+    /// Evaluating: judged; the record on chain is pending.
+    pub const RECORDING_RESULT: &str = "RecordingResult";
+    /// Succeeded: every target is met.
+    pub const TARGETS_MET: &str = "TargetsMet";
+    /// TargetsMissed: a target is missed.
+    pub const TARGETS_MISSED: &str = "TargetsMissed";
+    /// Suspended False: the trainer finished.
+    pub const FINISHED: &str = "Finished";
+    /// Failed: the trainer Job completed without a result.
+    pub const NO_RESULT: &str = "NoResult";
+    /// Pending: creating the trainer Job failed (retried).
+    pub const JOB_NOT_CREATED: &str = "JobNotCreated";
+    /// Failed: an evaluation Job the operator did not make.
+    pub const FORGED_RESULT: &str = "ForgedResult";
+    /// Failed: the evaluation Job failed.
+    pub const EVALUATION_FAILED: &str = "EvaluationFailed";
+    /// Failed: the evaluation cannot read the model's location.
+    pub const EVALUATION_STORAGE_UNSUPPORTED: &str = "EvaluationStorageUnsupported";
+    /// Failed: the base model's weights are not `spec.baseModel.sha256`.
+    pub const BASE_MODEL_DIGEST_MISMATCH: &str = "BaseModelDigestMismatch";
+    /// Failed: the dataset version's record is missing.
+    pub const LINEAGE_UNKNOWN: &str = "LineageUnknown";
+    /// Failed: a trainer Job failed without saying why.
+    pub const JOB_FAILED: &str = "JobFailed";
+    /// Event: a tenant's edit of the trainer Job's deadline was set back.
+    pub const DEADLINE_RESTORED: &str = "DeadlineRestored";
+    /// LedgerSynced False: the chain did not answer.
+    pub const LEDGER_UNAVAILABLE: &str = "LedgerUnavailable";
+}

@@ -7,6 +7,7 @@
 
 pub mod common;
 pub mod conditions;
+pub mod contract;
 pub mod datanet;
 pub mod deployment;
 pub mod finetune;

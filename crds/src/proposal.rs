@@ -333,3 +333,60 @@ pub struct ModelProposalStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
+
+/// Condition: the spec is the one registered on chain (False: it changed after).
+pub const SPEC_MATCHES_CHAIN: &str = "SpecMatchesChain";
+
+/// The reasons of a ModelProposal's conditions and events (what users alert on).
+pub mod reason {
+    /// Pending: the registry may not escrow the stake yet (allowance or balance).
+    pub const AWAITING_STAKE: &str = "AwaitingStake";
+    /// Pending: `spec.stakeAuthorization` is not set.
+    pub const AWAITING_STAKE_AUTHORIZATION: &str = "AwaitingStakeAuthorization";
+    /// Voting: the passed vote waits in the timelock.
+    pub const AWAITING_TIMELOCK: &str = "AwaitingTimelock";
+    /// Stalled: the vote was canceled.
+    pub const CANCELED: &str = "Canceled";
+    /// Voting: the vote is being decided.
+    pub const DECIDING: &str = "Deciding";
+    /// Rejected: the vote was lost.
+    pub const DEFEATED: &str = "Defeated";
+    /// Event: deleted after the vote passed; it can no longer be withdrawn.
+    pub const DECISION_PENDING: &str = "DecisionPending";
+    /// Event: registered on chain.
+    pub const REGISTERED: &str = "Registered";
+    /// Event: the passed vote was queued in the timelock.
+    pub const VOTE_QUEUED: &str = "VoteQueued";
+    /// Event: `spec.governance` voting periods are the Governor's.
+    pub const VOTING_SCHEDULE_IS_GLOBAL: &str = "VotingScheduleIsGlobal";
+    /// Withdrawn: withdrawn on chain before its decision.
+    pub const WITHDRAWN: &str = "Withdrawn";
+    /// Stalled: quorum or threshold below the floors governance set.
+    pub const GOVERNANCE_BELOW_FLOOR: &str = "GovernanceBelowFloor";
+    /// LedgerSynced True: the status mirrors the chain.
+    pub const IN_SYNC: &str = "InSync";
+    /// Stalled: `spec.mandate.rewardBudget` does not fit in 256 bits.
+    pub const INVALID_REWARD_BUDGET: &str = "InvalidRewardBudget";
+    /// Stalled: `spec.stake` does not fit in 256 bits.
+    pub const INVALID_STAKE: &str = "InvalidStake";
+    /// LedgerSynced False: the chain did not answer (retried).
+    pub const LEDGER_UNAVAILABLE: &str = "LedgerUnavailable";
+    /// Expired: the vote ended without quorum.
+    pub const NO_QUORUM: &str = "NoQuorum";
+    /// Ready: approved and executed through the timelock.
+    pub const RATIFIED: &str = "Ratified";
+    /// Pending: registration was sent; the chain has not shown it yet.
+    pub const REGISTERING: &str = "Registering";
+    /// SpecMatchesChain False: the spec changed after it was registered.
+    pub const SPEC_CHANGED_AFTER_REGISTRATION: &str = "SpecChangedAfterRegistration";
+    /// Pending: `spec.stakeAuthorization` expired.
+    pub const STAKE_AUTHORIZATION_EXPIRED: &str = "StakeAuthorizationExpired";
+    /// Stalled: the authorization's nonce registered another proposal.
+    pub const STAKE_AUTHORIZATION_USED: &str = "StakeAuthorizationUsed";
+    /// Pending: `spec.stakeAuthorization` is not the proposer's signature of this spec.
+    pub const STAKE_NOT_AUTHORIZED: &str = "StakeNotAuthorized";
+    /// Voting: the vote is open.
+    pub const VOTE_OPEN: &str = "VoteOpen";
+    /// Voting: the vote has not started (its snapshot block is ahead).
+    pub const VOTING_NOT_STARTED: &str = "VotingNotStarted";
+}

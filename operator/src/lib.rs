@@ -14,4 +14,5 @@
 pub use modelcommons_curate as curate;
 pub use modelcommons_curate::contribution;
 pub mod controller;
+pub mod runtime;
 pub use modelcommons_ledger as ledger;

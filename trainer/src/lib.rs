@@ -13,6 +13,7 @@
 //!   ModelDeployment pods run.
 
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -1,106 +1,14 @@
 //! `modelcommons-trainer`: the binary FineTuneJob, RLHFRound and ModelDeployment pods run.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use modelcommons_trainer::cli::{Cli, Command, GenerateArgs};
 use modelcommons_trainer::generate::{Generation, SamplingParams};
 use modelcommons_trainer::report::{ProgressUpdate, Reporter, ResultUpdate};
 use modelcommons_trainer::tokenizer::ChatMessage;
 use modelcommons_trainer::{bench, device, dpo, eval, init, selftest, train};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "modelcommons-trainer",
-    version,
-    about = "Fine-tune, align, evaluate and serve Llama-family models (libtorch)",
-    long_about = "Fine-tune, align, evaluate and serve Llama-family models in the Hugging Face layout \
-                  (config.json, *.safetensors, tokenizer.json) with libtorch.\n\n\
-                  In a FineTuneJob pod (MODELCOMMONS_FINETUNEJOB and MODELCOMMONS_NAMESPACE set) \
-                  `train` and `dpo` write progress and results into the object's status; \
-                  otherwise they draw a progress bar (on a terminal) or log lines."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Train a tiny network; proves libtorch loads and optimizes here.
-    Selftest {
-        #[arg(long, default_value_t = 300)]
-        steps: usize,
-        /// Stay on the CPU even when a GPU is present.
-        #[arg(long)]
-        cpu: bool,
-    },
-    /// Write a tiny random Llama (config, safetensors, tokenizer, chat template).
-    Init {
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 7)]
-        seed: i64,
-        #[arg(long, default_value_t = 259)]
-        vocab_size: i64,
-        #[arg(long, default_value_t = 64)]
-        hidden_size: i64,
-        #[arg(long, default_value_t = 128)]
-        intermediate_size: i64,
-        #[arg(long, default_value_t = 2)]
-        layers: i64,
-        #[arg(long, default_value_t = 4)]
-        heads: i64,
-        #[arg(long, default_value_t = 2)]
-        kv_heads: i64,
-    },
-    /// Supervised fine-tuning, full or LoRA, resumable from checkpoints.
-    Train(train::TrainArgs),
-    /// Loss, perplexity and task metrics on held-out data, judged against targets.
-    Eval(eval::EvalArgs),
-    /// Direct Preference Optimization on {prompt, chosen, rejected} pairs.
-    Dpo(dpo::DpoArgs),
-    /// Sample completions (e.g. the response pairs of an RLHF round).
-    Generate(GenerateArgs),
-    /// Throughput and peak memory of one case (see hack/bench-trainer.sh for the comparison).
-    Bench(bench::BenchArgs),
-    /// Serve the model over an OpenAI-compatible HTTP API (API keys, rate limits, usage).
-    Serve(modelcommons_trainer::serve::Args),
-}
-
-#[derive(Debug, clap::Args)]
-struct GenerateArgs {
-    /// The model directory (full model or LoRA output).
-    #[arg(long)]
-    model: PathBuf,
-    /// One prompt; the completion streams to stdout.
-    #[arg(long, conflicts_with = "prompts")]
-    prompt: Option<String>,
-    /// JSONL of {"prompt": …} or {"messages": […]}; writes {"prompt", "responses"} lines.
-    #[arg(long, requires = "out")]
-    prompts: Option<PathBuf>,
-    /// Output JSONL (with --prompts).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Responses per prompt (2 for preference pairs).
-    #[arg(long, default_value_t = 1)]
-    n: usize,
-    #[arg(long, default_value_t = 128)]
-    max_tokens: usize,
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f64,
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Stop strings (repeatable).
-    #[arg(long)]
-    stop: Vec<String>,
-    /// auto, cpu, or cuda[:N].
-    #[arg(long, default_value = "auto")]
-    device: String,
-}
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

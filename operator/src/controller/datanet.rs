@@ -46,8 +46,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use modelcommons_crds::common::ChainRecord;
-use modelcommons_crds::conditions::{READY, set_condition};
-use modelcommons_crds::datanet::{CurationResult, Datanet, DatanetPhase, DatanetStatus};
+use modelcommons_crds::conditions::{Conditions, Progress, READY, set_condition};
+use modelcommons_crds::datanet::{CurationResult, Datanet, DatanetPhase, DatanetStatus, reason};
 use modelcommons_crds::proposal::{ModelProposal, ModelProposalPhase};
 use serde_json::json;
 
@@ -98,7 +98,7 @@ pub struct Split {
 /// The trainer's subdirectory of a curated dataset directory: all a trainer pod mounts.
 pub const TRAIN_DIR: &str = "train";
 /// The held-out file of a curated dataset directory.
-pub const HOLDOUT_FILE: &str = "holdout.jsonl";
+pub use modelcommons_crds::contract::HOLDOUT_FILE;
 
 /// Splits curated JSONL (see [`Split`]); deterministic, so the operator recomputes it.
 pub fn split(jsonl: &[u8]) -> Split {
@@ -480,7 +480,7 @@ where
             ctx.event(
                 dn,
                 EventType::Warning,
-                "ForgedResult",
+                reason::FORGED_RESULT,
                 format!(
                     "pod {} carries the name of Job {name} but {}; its result is ignored",
                     p.name_any(),
@@ -629,7 +629,15 @@ pub fn curation_job(
         "--manifest-dir".into(),
         MANIFEST_DIR.into(),
     ];
-    let (mut vols, mut mounts) = volumes(&[config.artifact_store.as_str()]);
+    let (vols, mounts) = volumes(&[config.artifact_store.as_str()]);
+    let mut vols: Vec<serde_json::Value> = vols
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    let mut mounts: Vec<serde_json::Value> = mounts
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
     vols.push(
         json!({"name": "manifest", "configMap": {"name": manifest_copy(&name),
         "items": [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}]}}),
@@ -775,7 +783,7 @@ async fn hand_over(
         Ok(None) => {
             return Ok(Some(Shown::new(
                 DatanetPhase::Curating,
-                "CredentialsMissing",
+                reason::CREDENTIALS_MISSING,
                 format!(
                     "contributions.credentialsSecretRef names Secret {}, which does not exist in namespace {ns}; create it with the object-store settings (AWS_*, GOOGLE_*, AZURE_*) and curation starts",
                     r.name
@@ -786,7 +794,7 @@ async fn hand_over(
         Err(kube::Error::Api(e)) if e.code == 403 => {
             return Ok(Some(Shown::new(
                 DatanetPhase::Curating,
-                "CredentialsForbidden",
+                reason::CREDENTIALS_FORBIDDEN,
                 format!(
                     "the operator may not read Secret {} of namespace {ns}: it reads a tenant's Secret only where the tenant allows it, that one alone. Allow it with: {}; curation then starts by itself",
                     r.name,
@@ -834,6 +842,26 @@ impl Shown {
         }
     }
 
+    /// Where the Datanet stands in kstatus terms: Ready; Stalled when a person must act (a
+    /// failed version, a grant, a manifest to fix); Reconciling otherwise.
+    fn progress(&self) -> Progress {
+        const NEEDS_A_PERSON: &[&str] = &[
+            reason::CREDENTIALS_FORBIDDEN,
+            reason::CREDENTIALS_MISSING,
+            reason::CURATION_FAILED,
+            reason::MANIFEST_INVALID,
+            reason::MANIFEST_UNSUPPORTED,
+            reason::TRUSTED_NAMESPACE_MISSING,
+        ];
+        if self.ready {
+            Progress::Ready
+        } else if self.phase == DatanetPhase::Failed || NEEDS_A_PERSON.contains(&self.reason) {
+            Progress::Stalled
+        } else {
+            Progress::Reconciling
+        }
+    }
+
     /// A verdict that publishes nothing and is worth a Warning event: waits for a change.
     fn warn(phase: DatanetPhase, reason: &'static str, message: String) -> Self {
         Self {
@@ -858,14 +886,14 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
         if status.phase == Some(DatanetPhase::Ready) {
             return Ok(Shown::new(
                 DatanetPhase::Ready,
-                "Published",
+                reason::PUBLISHED,
                 ready_message(status),
                 None,
             ));
         }
         return Ok(Shown::new(
             DatanetPhase::Collecting,
-            "ProposalNotApproved",
+            reason::PROPOSAL_NOT_APPROVED,
             format!(
                 "ModelProposal {} is {}; curation starts by itself once token holders approve it (rewards are paid under its mandate)",
                 dn.spec.proposal_ref.name,
@@ -889,7 +917,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
         Err(m) => {
             return Ok(Shown::new(
                 DatanetPhase::Failed,
-                "ManifestUnsupported",
+                reason::MANIFEST_UNSUPPORTED,
                 m,
                 None,
             ));
@@ -905,7 +933,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             };
             return Ok(Shown::new(
                 phase,
-                "ManifestUnavailable",
+                reason::MANIFEST_UNAVAILABLE,
                 match &source {
                     ManifestSource::Uri(u) if crate::curate::is_object_uri(u) => format!(
                         "{m}; retrying. The operator reads object-store manifests with the AWS_*, GOOGLE_* and AZURE_* settings of its own environment (Helm value objectStore.envFromSecret); the curation Job with contributions.credentialsSecretRef"
@@ -921,7 +949,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
         Err(e) => {
             return Ok(Shown::new(
                 DatanetPhase::Failed,
-                "ManifestInvalid",
+                reason::MANIFEST_INVALID,
                 format!("{e}; fix the manifest and the version is curated"),
                 None,
             ));
@@ -944,7 +972,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
         {
             return Ok(Shown::new(
                 DatanetPhase::Ready,
-                "Published",
+                reason::PUBLISHED,
                 ready_message(status),
                 None,
             ));
@@ -986,7 +1014,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
                 Err(kube::Error::Api(e)) if e.code == 404 => {
                     return Ok(Shown::new(
                         DatanetPhase::Curating,
-                        "TrustedNamespaceMissing",
+                        reason::TRUSTED_NAMESPACE_MISSING,
                         format!(
                             "the operator curates in its trusted namespace {trusted}, which does not exist ({}); create it (Helm evaluation.createNamespace) and curation starts",
                             e.message
@@ -1001,7 +1029,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             ctx.event(
                 dn,
                 EventType::Normal,
-                "CurationStarted",
+                reason::CURATION_STARTED,
                 format!(
                     "Job {trusted}/{name} curates version {version} (manifest sha256 {digest})"
                 ),
@@ -1012,7 +1040,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
     if let Err(why) = job_is_ours(&job, dn, &desired) {
         return Ok(Shown::warn(
             DatanetPhase::Failed,
-            "ForgedResult",
+            reason::FORGED_RESULT,
             format!(
                 "Job {trusted}/{name} was not made by the operator: {why}. Nothing is published from it; the platform team deletes it (kubectl delete job -n {trusted} {name}) and the operator curates version {version} with its own"
             ),
@@ -1028,7 +1056,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
         if r.version != version || r.manifest_sha256 != digest {
             return Ok(Shown::warn(
                 DatanetPhase::Failed,
-                "CurationMismatch",
+                reason::CURATION_MISMATCH,
                 format!(
                     "the curation Job {trusted}/{name} reported version {} of manifest {}, not version {version} of {digest}; nothing is published",
                     r.version, r.manifest_sha256
@@ -1040,7 +1068,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             Err(Unverified::Unreadable(m)) => {
                 return Ok(Shown::new(
                     DatanetPhase::Curating,
-                    "ArtifactsUnreadable",
+                    reason::ARTIFACTS_UNREADABLE,
                     m,
                     Some(Duration::from_secs(10)),
                 ));
@@ -1070,7 +1098,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
                     .await?;
                 return Ok(Shown::new(
                     DatanetPhase::Curating,
-                    "CurationRetried",
+                    reason::CURATION_RETRIED,
                     format!("curation Job {trusted}/{name} failed; it runs again as asked"),
                     Some(Duration::from_secs(1)),
                 ));
@@ -1082,7 +1110,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
                 .unwrap_or_default();
             Shown::new(
                 DatanetPhase::Failed,
-                "CurationFailed",
+                reason::CURATION_FAILED,
                 format!(
                     "the curation Job {trusted}/{name} failed: {why}{said}. Fix the cause (the manifest, the contributions' store or credentials) and ask for another attempt: kubectl -n {ns} annotate datanet {} {ANNOTATION_RETRY}=\"$(date +%s)\" --overwrite",
                     dn.name_any()
@@ -1104,7 +1132,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             if waited > ctx.config.result_grace.as_secs_f64() {
                 Shown::new(
                     DatanetPhase::Failed,
-                    "NoResult",
+                    reason::NO_RESULT,
                     format!(
                         "the curation Job {trusted}/{name} completed {waited:.0}s ago without reporting a result; the platform team can read its logs (kubectl -n {trusted} logs job/{name}); ask for another attempt: kubectl -n {ns} annotate datanet {} {ANNOTATION_RETRY}=\"$(date +%s)\" --overwrite",
                         dn.name_any()
@@ -1114,7 +1142,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
             } else {
                 Shown::new(
                     DatanetPhase::Curating,
-                    "AwaitingResult",
+                    reason::AWAITING_RESULT,
                     format!("the curation Job {trusted}/{name} finished; waiting for its report"),
                     Some(Duration::from_secs(2)),
                 )
@@ -1122,7 +1150,7 @@ async fn step(dn: &Datanet, ctx: &Context, status: &mut DatanetStatus) -> Result
         }
         _ => Shown::new(
             DatanetPhase::Curating,
-            "Curating",
+            reason::CURATING,
             format!(
                 "the curation Job {trusted}/{name} fetches and checks the contributions of version {version}"
             ),
@@ -1274,7 +1302,7 @@ async fn over_budget(
     }
     Ok(Some(Shown::warn(
         DatanetPhase::Failed,
-        "RewardBudgetExceeded",
+        reason::REWARD_BUDGET_EXCEEDED,
         format!(
             "version {version}'s pool of {pool} OPEN base units is more than is left of ModelProposal {}'s reward budget on chain ({left} of {budget}; {spent} spent; a budget is spendable once the vote has ratified it): nothing is curated or paid. Lower spec.rewards.pool, or fund a new mandate through governance",
             dn.spec.proposal_ref.name
@@ -1371,7 +1399,7 @@ async fn publish(
     ctx.event(
         dn,
         EventType::Normal,
-        "Published",
+        reason::PUBLISHED,
         format!(
             "version {version}: {} accepted, {} rejected; {total} OPEN base units to contributors{}",
             counts.accepted,
@@ -1386,7 +1414,7 @@ async fn publish(
     );
     Ok(Shown::new(
         DatanetPhase::Ready,
-        "Published",
+        reason::PUBLISHED,
         ready_message(status),
         None,
     ))
@@ -1424,20 +1452,16 @@ async fn reconcile_inner(dn: Arc<Datanet>, ctx: Arc<Context>) -> Result<Action, 
                 );
             }
             status.phase = Some(shown.phase);
-            set_condition(
-                &mut conditions,
-                READY,
-                shown.ready,
+            Conditions::new(&mut conditions, generation, now()).progress(
+                shown.progress(),
                 shown.reason,
                 &shown.message,
-                generation,
-                now(),
             );
             set_condition(
                 &mut conditions,
                 LEDGER_SYNCED,
                 true,
-                "InSync",
+                reason::IN_SYNC,
                 "published versions are on chain",
                 generation,
                 now(),
@@ -1450,7 +1474,7 @@ async fn reconcile_inner(dn: Arc<Datanet>, ctx: Arc<Context>) -> Result<Action, 
                 &mut conditions,
                 LEDGER_SYNCED,
                 false,
-                "LedgerUnavailable",
+                reason::LEDGER_UNAVAILABLE,
                 &format!("{e}; the version is published when the chain answers"),
                 generation,
                 now(),

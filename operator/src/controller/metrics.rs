@@ -23,6 +23,16 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// Labels of a failed reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The kind reconciled.
+    pub kind: String,
+    /// What failed (`kube`, `kube_invalid`, `kube_forbidden`, `kube_conflict`, `invalid`,
+    /// `serialize`, or the ledger's `call`, `transport`, `conflict`, …).
+    pub error: String,
+}
+
 /// Labels of a chain write.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LedgerLabels {
@@ -37,6 +47,8 @@ pub struct LedgerLabels {
 pub struct Metrics {
     /// Reconciles by kind and result.
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Failed reconciles by kind and error.
+    pub errors: Family<ErrorLabels, Counter>,
     /// Reconcile durations by kind.
     pub durations: Family<KindLabels, Histogram>,
     /// 1 while this replica leads.
@@ -57,11 +69,17 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.001, 2.0, 14))
         });
         let leader = Gauge::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
         let mut registry = Registry::with_prefix("modelcommons_operator");
         registry.register(
             "reconciles",
             "Reconciles by kind and result",
             reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by kind and error (permanent ones wait for the object to change)",
+            errors.clone(),
         );
         registry.register(
             "reconcile_duration_seconds",
@@ -89,6 +107,7 @@ impl Default for Metrics {
         );
         Self {
             reconciles,
+            errors,
             durations,
             leader,
             ledger_writes,
@@ -111,6 +130,16 @@ impl Metrics {
         self.durations
             .get_or_create(&KindLabels { kind: kind.into() })
             .observe(seconds);
+    }
+
+    /// Records one failed reconcile.
+    pub fn reconcile_error(&self, kind: &str, error: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.into(),
+                error: error.into(),
+            })
+            .inc();
     }
 
     /// Records one chain write.

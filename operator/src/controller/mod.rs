@@ -135,6 +135,8 @@ pub struct Context {
     /// The chain (None: the ModelProposal and Datanet controllers do not run, FineTuneJobs
     /// are not recorded on chain).
     pub ledger: Option<Arc<LedgerHandle>>,
+    /// Consecutive failures per object: the backoff of transient errors.
+    pub failures: Arc<crate::runtime::reconcile::Failures>,
 }
 
 impl std::fmt::Debug for Context {
@@ -161,6 +163,7 @@ impl Context {
             recorder,
             metrics: Arc::new(metrics::Metrics::default()),
             ledger: None,
+            failures: Arc::default(),
         }
     }
 
@@ -225,6 +228,40 @@ pub enum Error {
     /// A chain read or write failed (retried; the object's `LedgerSynced` condition says why).
     #[error("ledger: {0}")]
     Ledger(#[from] crate::ledger::Error),
+}
+
+impl Error {
+    /// Whether retrying cannot help until the object (or the operator's configuration)
+    /// changes: an object the API server refuses as invalid (400, 422), one the reconcile
+    /// cannot work with, a value that does not serialize, a chain record with other content.
+    /// A missing grant (403), a conflict (409), throttling (429), a server or chain error are
+    /// transient.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => matches!(s.code, 400 | 422),
+            Error::Kube(_) => false,
+            Error::Json(_) | Error::Invalid(_) => true,
+            Error::Ledger(e) => matches!(
+                e,
+                crate::ledger::Error::Conflict { .. }
+                    | crate::ledger::Error::RpcUrl { .. }
+                    | crate::ledger::Error::Key(_)
+            ),
+        }
+    }
+
+    /// A short, bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if matches!(s.code, 400 | 422) => "kube_invalid",
+            Error::Kube(kube::Error::Api(s)) if s.code == 403 => "kube_forbidden",
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "kube_conflict",
+            Error::Kube(_) => "kube",
+            Error::Json(_) => "serialize",
+            Error::Invalid(_) => "invalid",
+            Error::Ledger(e) => e.metric_label(),
+        }
+    }
 }
 
 /// The current time as a Kubernetes `Time`.

@@ -22,13 +22,13 @@ use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use modelcommons_crds::conditions::{READY, set_condition};
+use modelcommons_crds::conditions::{Conditions, Progress, READY, set_condition};
 use modelcommons_crds::datanet::Datanet;
 use modelcommons_crds::deployment::ModelDeployment;
 use modelcommons_crds::finetune::FineTuneJob;
 use modelcommons_crds::proposal::{
     BudgetStatus, Children, ModelProposal, ModelProposalPhase, ModelProposalStatus, ProposalChain,
-    Tally,
+    SPEC_MATCHES_CHAIN, Tally, reason,
 };
 use modelcommons_crds::rlhf::RLHFRound;
 
@@ -121,6 +121,24 @@ struct Shown {
     requeue: Option<Duration>,
 }
 
+impl Shown {
+    /// Where the proposal stands in kstatus terms: Ready once approved; Stalled once decided
+    /// against (rejected, expired, withdrawn) or when the spec must change; Reconciling while
+    /// it is registered, staked, voted on or timelocked.
+    fn progress(&self) -> Progress {
+        use ModelProposalPhase::*;
+        if self.ready {
+            Progress::Ready
+        } else if matches!(self.phase, Rejected | Expired | Withdrawn)
+            || [reason::INVALID_STAKE, reason::CANCELED].contains(&self.reason)
+        {
+            Progress::Stalled
+        } else {
+            Progress::Reconciling
+        }
+    }
+}
+
 fn state_name(s: Option<ProposalState>) -> Option<String> {
     s.map(|s| format!("{s:?}"))
 }
@@ -150,7 +168,7 @@ async fn step(
                 Shown {
                     phase: ModelProposalPhase::Pending,
                     ready: false,
-                    reason: "InvalidStake",
+                    reason: reason::INVALID_STAKE,
                     message: format!(
                         "spec.stake {} does not fit in 256 bits; create the proposal with a smaller stake",
                         mp.spec.stake
@@ -170,7 +188,7 @@ async fn step(
         let Some(reward_budget) = reward_budget(&mp.spec) else {
             return Ok((
                 pending(
-                    "InvalidRewardBudget",
+                    reason::INVALID_REWARD_BUDGET,
                     "spec.mandate.rewardBudget does not fit in 256 bits".into(),
                     None,
                 ),
@@ -191,7 +209,7 @@ async fn step(
         if quorum_bps < min_q || threshold_bps < min_t {
             return Ok((
                 pending(
-                    "GovernanceBelowFloor",
+                    reason::GOVERNANCE_BELOW_FLOOR,
                     format!(
                         "quorum {quorum_bps} bps and approval threshold {threshold_bps} bps are below the floors governance set on chain ({min_q} and {min_t} bps): a proposal may ask only for more. Create a new ModelProposal with spec.governance at or above them"
                     ),
@@ -208,7 +226,7 @@ async fn step(
         let Some(auth) = mp.spec.stake_authorization.clone() else {
             return Ok((
                 pending(
-                    "AwaitingStakeAuthorization",
+                    reason::AWAITING_STAKE_AUTHORIZATION,
                     format!(
                         "the proposer {proposer} has not authorized escrowing {stake} OPEN base units for this spec (hash {hash}, reward budget {reward_budget}): sign it with `{authorize}` and set the printed spec.stakeAuthorization"
                     ),
@@ -222,7 +240,7 @@ async fn step(
         if auth.deadline < view.block_time {
             return Ok((
                 pending(
-                    "StakeAuthorizationExpired",
+                    reason::STAKE_AUTHORIZATION_EXPIRED,
                     format!(
                         "spec.stakeAuthorization expired at {} (the chain's time is {}); sign again with `{authorize}`",
                         auth.deadline, view.block_time
@@ -250,7 +268,7 @@ async fn step(
             if used {
                 return Ok((
                     pending(
-                        "StakeAuthorizationUsed",
+                        reason::STAKE_AUTHORIZATION_USED,
                         format!(
                             "spec.stakeAuthorization's nonce {nonce} has already registered another proposal of {proposer}; each authorization registers one. Sign again with `{authorize}`"
                         ),
@@ -265,7 +283,7 @@ async fn step(
             if signer != Some(proposer) {
                 return Ok((
                     pending(
-                        "StakeNotAuthorized",
+                        reason::STAKE_NOT_AUTHORIZED,
                         format!(
                             "spec.stakeAuthorization is not {proposer}'s signature of this spec (hash {hash}), stake {stake}, reward budget {reward_budget}, nonce {nonce} and deadline {deadline}{}: nothing is escrowed. Sign again with `{authorize}`",
                             signer
@@ -288,7 +306,7 @@ async fn step(
                 Shown {
                     phase: ModelProposalPhase::Pending,
                     ready: false,
-                    reason: "AwaitingStake",
+                    reason: reason::AWAITING_STAKE,
                     message,
                     requeue: Some(ctx.config.recheck),
                 },
@@ -318,7 +336,7 @@ async fn step(
             ctx.event(
                 mp,
                 EventType::Normal,
-                "Registered",
+                reason::REGISTERED,
                 format!(
                     "stake of {stake} escrowed and vote opened on chain (proposal id {}, tx {tx})",
                     out.proposal_id()
@@ -328,7 +346,7 @@ async fn step(
         if g.voting_delay_blocks.is_some() || g.voting_period_blocks.is_some() {
             ctx.event(mp,
                 EventType::Warning,
-                "VotingScheduleIsGlobal",
+                reason::VOTING_SCHEDULE_IS_GLOBAL,
                 "spec.governance.votingDelayBlocks/votingPeriodBlocks are not applied: the Governor's voting delay and period are chain-wide settings (change them through governance); quorum and threshold are per proposal".into(),
             );
         }
@@ -353,7 +371,7 @@ async fn step(
                 ctx.event(
                     mp,
                     EventType::Normal,
-                    "VoteQueued",
+                    reason::VOTE_QUEUED,
                     "the vote passed; queued in the timelock".into(),
                 );
                 view = ledger.proposal_view(suite, id).await?;
@@ -397,7 +415,7 @@ async fn step(
             Some(ProposalState::Pending) => Shown {
                 phase: ModelProposalPhase::Voting,
                 ready: false,
-                reason: "VotingNotStarted",
+                reason: reason::VOTING_NOT_STARTED,
                 message: format!(
                     "voting on proposal {pid} opens after block {}; holders delegate their gOPEN before then (voting power is measured at that block)",
                     view.snapshot
@@ -407,7 +425,7 @@ async fn step(
             Some(ProposalState::Active) => Shown {
                 phase: ModelProposalPhase::Voting,
                 ready: false,
-                reason: "VoteOpen",
+                reason: reason::VOTE_OPEN,
                 message: format!(
                     "token holders vote on proposal {pid} until block {} (castVote or castVoteBySig on the Governor {})",
                     view.deadline, h.suite.governor
@@ -417,7 +435,7 @@ async fn step(
             Some(ProposalState::Queued) => Shown {
                 phase: ModelProposalPhase::Voting,
                 ready: false,
-                reason: "AwaitingTimelock",
+                reason: reason::AWAITING_TIMELOCK,
                 message: format!(
                     "the vote passed; the timelock lets it execute at unix time {} (chain time now {})",
                     view.eta, view.block_time
@@ -427,14 +445,14 @@ async fn step(
             Some(ProposalState::Canceled) => Shown {
                 phase: ModelProposalPhase::Withdrawn,
                 ready: false,
-                reason: "Canceled",
+                reason: reason::CANCELED,
                 message: format!("the Governor proposal {pid} was canceled"),
                 requeue: None,
             },
             other => Shown {
                 phase: ModelProposalPhase::Voting,
                 ready: false,
-                reason: "Deciding",
+                reason: reason::DECIDING,
                 message: format!("the vote is {other:?}; the operator drives it to a decision"),
                 requeue: Some(ctx.config.recheck),
             },
@@ -442,14 +460,14 @@ async fn step(
         RegistryStatus::Ratified => Shown {
             phase: ModelProposalPhase::Approved,
             ready: true,
-            reason: "Ratified",
+            reason: reason::RATIFIED,
             message: "token holders approved the mandate; the stake was refunded".into(),
             requeue: None,
         },
         RegistryStatus::Rejected if view.quorum_reached() => Shown {
             phase: ModelProposalPhase::Rejected,
             ready: false,
-            reason: "Defeated",
+            reason: reason::DEFEATED,
             message: format!(
                 "token holders rejected the proposal; {} of the stake was slashed to the treasury, {} refunded",
                 chain.stake_slashed.as_deref().unwrap_or("?"),
@@ -460,7 +478,7 @@ async fn step(
         RegistryStatus::Rejected => Shown {
             phase: ModelProposalPhase::Expired,
             ready: false,
-            reason: "NoQuorum",
+            reason: reason::NO_QUORUM,
             message: format!(
                 "the vote ended without quorum; {} of the stake was slashed to the treasury, {} refunded",
                 chain.stake_slashed.as_deref().unwrap_or("?"),
@@ -471,7 +489,7 @@ async fn step(
         RegistryStatus::Withdrawn => Shown {
             phase: ModelProposalPhase::Withdrawn,
             ready: false,
-            reason: "Withdrawn",
+            reason: reason::WITHDRAWN,
             message: "withdrawn before a decision".into(),
             requeue: None,
         },
@@ -483,7 +501,7 @@ fn unreachable_registration() -> Shown {
     Shown {
         phase: ModelProposalPhase::Pending,
         ready: false,
-        reason: "Registering",
+        reason: reason::REGISTERING,
         message: "registration was sent; waiting for the chain to show it".into(),
         requeue: Some(Duration::from_secs(2)),
     }
@@ -528,20 +546,16 @@ async fn apply(mp: Arc<ModelProposal>, ctx: &Context) -> Result<Action, Error> {
                 });
             }
             status.phase = Some(shown.phase);
-            set_condition(
-                &mut conditions,
-                READY,
-                shown.ready,
+            Conditions::new(&mut conditions, generation, now()).progress(
+                shown.progress(),
                 shown.reason,
                 &shown.message,
-                generation,
-                now(),
             );
             set_condition(
                 &mut conditions,
                 LEDGER_SYNCED,
                 true,
-                "InSync",
+                reason::IN_SYNC,
                 "the status mirrors the chain",
                 generation,
                 now(),
@@ -549,15 +563,15 @@ async fn apply(mp: Arc<ModelProposal>, ctx: &Context) -> Result<Action, Error> {
             if view.status != RegistryStatus::None && view.spec_hash != spec_hash(&mp.spec) {
                 set_condition(
                     &mut conditions,
-                    "SpecMatchesChain",
+                    SPEC_MATCHES_CHAIN,
                     false,
-                    "SpecChangedAfterRegistration",
+                    reason::SPEC_CHANGED_AFTER_REGISTRATION,
                     "the spec changed after it was registered: the vote and the mandate are the registered spec's; create a new ModelProposal for a new spec",
                     generation,
                     now(),
                 );
             } else {
-                conditions.retain(|c| c.type_ != "SpecMatchesChain");
+                conditions.retain(|c| c.type_ != SPEC_MATCHES_CHAIN);
             }
             shown.requeue
         }
@@ -567,7 +581,7 @@ async fn apply(mp: Arc<ModelProposal>, ctx: &Context) -> Result<Action, Error> {
                 &mut conditions,
                 LEDGER_SYNCED,
                 false,
-                "LedgerUnavailable",
+                reason::LEDGER_UNAVAILABLE,
                 &format!("{e}; retrying (check the RPC endpoint and the operator's key)"),
                 generation,
                 now(),
@@ -642,7 +656,7 @@ async fn cleanup(mp: Arc<ModelProposal>, ctx: &Context) -> Result<Action, Error>
             let d = h.ledger.decision(&h.suite, id).await?;
             ctx.event(&*mp,
                 EventType::Normal,
-                "Withdrawn",
+                reason::WITHDRAWN,
                 d.map_or_else(
                     || "withdrawn on chain".to_string(),
                     |d| {
@@ -663,7 +677,7 @@ async fn cleanup(mp: Arc<ModelProposal>, ctx: &Context) -> Result<Action, Error>
         }
         other => ctx.event(&*mp,
             EventType::Warning,
-            "DecisionPending",
+            reason::DECISION_PENDING,
             format!(
                 "deleted after the vote passed ({other:?}): it can no longer be withdrawn; anyone may execute it through the timelock, which refunds the stake"
             ),

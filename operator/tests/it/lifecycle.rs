@@ -177,6 +177,28 @@ async fn governance_approves_rejects_expires_and_withdraws_proposals() {
     })
     .await;
 
+    // Decided against is final: GitOps tools show it as Degraded, with the reason.
+    for p in [&defeated, &silent] {
+        let stalled = p
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled");
+        assert_eq!(
+            stalled.map(|c| c.status.as_str()),
+            Some("True"),
+            "{}",
+            p.name_any()
+        );
+        assert_eq!(argocd_health(&serde_json::to_vec(p).unwrap()), "Degraded");
+    }
+    assert_eq!(
+        argocd_health(&serde_json::to_vec(&approved).unwrap()),
+        "Healthy"
+    );
+
     let slash = each * U256::from(chain.params.slash_bps) / U256::from(10_000u64);
     let a = approved.status.clone().unwrap().chain.unwrap();
     assert_eq!(a.stake_refunded, Some(each.to_string()));
@@ -304,9 +326,26 @@ async fn the_lifecycle_runs_end_to_end() {
         d.status.as_ref().and_then(|s| s.phase) == Some(DatanetPhase::Collecting)
     })
     .await;
-    assert!(ready_reason(&d.status.unwrap().conditions).starts_with("ProposalNotApproved"));
+    assert!(ready_reason(&d.status.clone().unwrap().conditions).starts_with("ProposalNotApproved"));
+    // Waiting for a vote is progress, not a fault: GitOps tools show it as Progressing.
+    let reconciling = d
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Reconciling");
+    assert_eq!(
+        reconciling.map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("True", "ProposalNotApproved"))
+    );
+    assert_eq!(
+        argocd_health(&serde_json::to_vec(&d).unwrap()),
+        "Progressing"
+    );
     let p = approve(&chain, &mps, "clause-review").await;
     let model = model_id(&p.uid().unwrap());
+    gitops_ready(&cluster, n, "modelproposal/clause-review").await;
 
     // 2. Curation runs as a Job of the operator's image in its trusted namespace; this test
     // runs it as the kubelet.
@@ -336,6 +375,7 @@ async fn the_lifecycle_runs_end_to_end() {
         d.status.as_ref().and_then(|s| s.phase) == Some(DatanetPhase::Ready)
     })
     .await;
+    gitops_ready(&cluster, n, "datanet/clause-review-data").await;
     let st = d.status.clone().unwrap();
     let counts = st.counts.clone().unwrap();
     let by = |r: &str| counts.rejected_by_reason.get(r).copied().unwrap_or(0);
@@ -461,6 +501,7 @@ async fn the_lifecycle_runs_end_to_end() {
         f.status.as_ref().and_then(|s| s.phase) == Some(FineTuneJobPhase::Succeeded)
     })
     .await;
+    gitops_ready(&cluster, n, "finetunejob/clause-review-lora").await;
     let fst = f.status.clone().unwrap();
     // The rubric (loss <= 2.5, exactMatch >= 0.6) on the held-out records: the untrained base
     // misses it, the trained model meets it.
@@ -564,6 +605,7 @@ async fn the_lifecycle_runs_end_to_end() {
         m.status.as_ref().and_then(|s| s.phase) == Some(ModelDeploymentPhase::Ready)
     })
     .await;
+    gitops_ready(&cluster, n, "modeldeployment/clause-review").await;
     let dep = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), n)
         .get("clause-review")
         .await

@@ -631,3 +631,72 @@ pub async fn create_datanet(
     .unwrap();
     (manifest, dns)
 }
+
+/// What GitOps tools see of `kind/name`: `kubectl wait --for=condition=Ready` returns, the
+/// status carries neither `Reconciling` nor `Stalled`, and the Argo CD health check (the Lua
+/// of `deploy/gitops/health`, run in gopher-lua as Argo CD runs it) says Healthy.
+pub async fn gitops_ready(cluster: &modelcommons_testbed::Cluster, ns: &str, object: &str) {
+    let out = cluster
+        .kubectl()
+        .unwrap()
+        .args([
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=60s",
+            "-n",
+            ns,
+            object,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl wait --for=condition=Ready {object}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = cluster
+        .kubectl()
+        .unwrap()
+        .args(["get", "-n", ns, object, "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(json.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let types: Vec<&str> = v["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["type"].as_str())
+        .collect();
+    assert!(
+        !types.contains(&"Reconciling") && !types.contains(&"Stalled"),
+        "{object} is Ready beside {types:?}"
+    );
+    assert_eq!(
+        argocd_health(&json.stdout),
+        "Healthy",
+        "{object}: {}",
+        v["status"]
+    );
+}
+
+/// The Argo CD health (`Healthy`, `Progressing`, `Degraded`…) of an object's JSON.
+pub fn argocd_health(object_json: &[u8]) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), object_json).unwrap();
+    let root = workspace_root();
+    let out = std::process::Command::new("go")
+        .arg("-C")
+        .arg(root.join("hack/gitops-health"))
+        .args(["run", ".", "--health"])
+        .arg(file.path())
+        .output()
+        .expect("go runs the Argo CD health check");
+    assert!(
+        out.status.success(),
+        "gitops-health: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split('\t').next().unwrap_or_default().to_string()
+}
