@@ -19,8 +19,7 @@ CONTROLLERS = ROOT / "operator" / "src" / "controller"
 MAX_FN_LINES = 80
 # Not moved yet: (json! uses, longest function in lines). Lower these, never raise them.
 RATCHET = {
-    "datanet.rs": (15, 287),
-    "proposal.rs": (1, 352),
+    "datanet.rs": (0, 287),
 }
 IO = re.compile(
     r"\b(Api\s*<|Api::|kube::Client|Client::|\.await\b|async\s+fn|std::fs|tokio::|reqwest|"

@@ -375,6 +375,8 @@ pub mod reason {
     pub const NO_QUORUM: &str = "NoQuorum";
     /// Ready: approved and executed through the timelock.
     pub const RATIFIED: &str = "Ratified";
+    /// Ready (Active): approved, and FineTuneJobs work under the mandate.
+    pub const MANDATE_IN_USE: &str = "MandateInUse";
     /// Pending: registration was sent; the chain has not shown it yet.
     pub const REGISTERING: &str = "Registering";
     /// SpecMatchesChain False: the spec changed after it was registered.

@@ -30,6 +30,7 @@
 //! (see [`split`]). The operator checks all three against the verified `dataset.jsonl`
 //! before it publishes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +38,14 @@ use std::time::Duration;
 use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, HostPathVolumeSource,
+    KeyToPath, PodSpec, PodTemplateSpec, ResourceRequirements, Secret, SecretEnvSource, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -49,13 +56,14 @@ use modelcommons_crds::common::ChainRecord;
 use modelcommons_crds::conditions::{Conditions, Progress, READY, set_condition};
 use modelcommons_crds::datanet::{CurationResult, Datanet, DatanetPhase, DatanetStatus, reason};
 use modelcommons_crds::proposal::{ModelProposal, ModelProposalPhase};
-use serde_json::json;
 
 use super::finetune::{JobState, container_path, job_state, volumes};
 use super::{Context, Error, FIELD_MANAGER, LABEL_INSTANCE, LABEL_MANAGED_BY, LEDGER_SYNCED, now};
 use crate::curate::{self, AnyFetch, CurationReport, Fetch};
 use crate::ledger::ids::datanet_version_id;
 use crate::ledger::mirror::{PublishDistribution, Write};
+use crate::runtime::children::{MANAGED_BY, apply as ssa, restricted_container, restricted_pod};
+use crate::runtime::reconcile::{error_policy, instrumented};
 
 /// The environment variable that carries the Datanet's spec (JSON) into the curation pod.
 pub const SPEC_ENV: &str = "MODELCOMMONS_DATANET_SPEC";
@@ -629,70 +637,161 @@ pub fn curation_job(
         "--manifest-dir".into(),
         MANIFEST_DIR.into(),
     ];
-    let (vols, mounts) = volumes(&[config.artifact_store.as_str()]);
-    let mut vols: Vec<serde_json::Value> = vols
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<_, _>>()?;
-    let mut mounts: Vec<serde_json::Value> = mounts
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<_, _>>()?;
-    vols.push(
-        json!({"name": "manifest", "configMap": {"name": manifest_copy(&name),
-        "items": [{"key": MANIFEST_KEY, "path": MANIFEST_KEY}]}}),
-    );
-    mounts.push(json!({"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": true}));
+    let (mut vols, mut mounts) = volumes(&[config.artifact_store.as_str()]);
+    vols.push(Volume {
+        name: "manifest".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: manifest_copy(&name),
+            items: Some(vec![KeyToPath {
+                key: MANIFEST_KEY.into(),
+                path: MANIFEST_KEY.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    mounts.push(read_only_mount("manifest", MANIFEST_DIR));
     for (i, dev) in config.dev_host_dirs.iter().enumerate() {
         // Dev mode only (the test bed, the demo): the host directory, read-only, at its own
         // path, so `file://` contributions name the same path on the host and in the pod.
         let dev = dev.display().to_string();
         let vol = format!("dev-data-{i}");
-        vols.push(json!({"name": vol, "hostPath": {"path": dev, "type": "Directory"}}));
-        mounts.push(json!({"name": vol, "mountPath": dev, "readOnly": true}));
+        vols.push(Volume {
+            name: vol.clone(),
+            host_path: Some(HostPathVolumeSource {
+                path: dev.clone(),
+                type_: Some("Directory".into()),
+            }),
+            ..Default::default()
+        });
+        mounts.push(read_only_mount(&vol, &dev));
         args.extend(["--files-under".into(), dev]);
     }
-    let labels = json!({LABEL_MANAGED_BY: "modelcommons-operator", "app.kubernetes.io/name": CURATION_APP,
-        LABEL_INSTANCE: dn.name_any(), LABEL_DATANET_NAMESPACE: ns, LABEL_DATANET_UID: uid,
-        "modelcommons.dev/datanet-version": version.to_string()});
-    let pod = json!({
-        "restartPolicy": "Never",
-        // The pod reads and writes files only; it needs no API access.
-        "automountServiceAccountToken": false,
-        "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{
-            "name": "curate",
-            "image": config.operator_image,
-            "args": args,
-            // Set here, these win over any of the same name in the credentials below.
-            "env": [{"name": SPEC_ENV, "value": serde_json::to_string(&dn.spec).unwrap_or_default()},
-                {"name": curate::ALLOW_ENV, "value": config.egress.to_env()}],
-            // Object-store credentials as the environment object_store reads: the operator's
-            // copy of the tenant's Secret, beside the Job.
-            "envFrom": if dn.spec.contributions.credentials_secret_ref.is_some() {
-                json!([{"secretRef": {"name": credentials_copy(&name)}}])
-            } else {
-                json!([])
+    let labels = BTreeMap::from(
+        [
+            (LABEL_MANAGED_BY, MANAGED_BY.to_string()),
+            ("app.kubernetes.io/name", CURATION_APP.to_string()),
+            (LABEL_INSTANCE, dn.name_any()),
+            (LABEL_DATANET_NAMESPACE, ns.clone()),
+            (LABEL_DATANET_UID, uid),
+            ("modelcommons.dev/datanet-version", version.to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    let annotations = BTreeMap::from([
+        (
+            "modelcommons.dev/datanet".to_string(),
+            format!("{ns}/{}", dn.name_any()),
+        ),
+        (
+            ANNOTATION_RETRY.to_string(),
+            dn.annotations()
+                .get(ANNOTATION_RETRY)
+                .cloned()
+                .unwrap_or_default(),
+        ),
+    ]);
+    let pod = curation_pod(dn, config, &name, args, vols, mounts);
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(config.trusted_namespace.clone()),
+            labels: Some(labels.clone()),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            active_deadline_seconds: Some(6 * 3600),
+            ttl_seconds_after_finished: Some(86400),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
             },
-            "volumeMounts": mounts,
-            "terminationMessagePath": RESULT_FILE,
-            // A failure's last log lines become the message the Datanet's condition shows:
-            // tenants cannot read logs in the trusted namespace.
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}},
-            "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                "capabilities": {"drop": ["ALL"]}},
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn read_only_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+/// The curation pod: `modelcommons-operator curate`, with no API access (it reads and writes
+/// files only), its failure's last log lines as its termination message (tenants cannot
+/// read logs in the trusted namespace).
+fn curation_pod(
+    dn: &Datanet,
+    config: &super::Config,
+    job: &str,
+    args: Vec<String>,
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+) -> PodSpec {
+    let env = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..Default::default()
+    };
+    // Object-store credentials as the environment object_store reads: the operator's copy
+    // of the tenant's Secret, beside the Job. The two variables set here win over any of the
+    // same name in it.
+    let env_from = dn
+        .spec
+        .contributions
+        .credentials_secret_ref
+        .as_ref()
+        .map(|_| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: credentials_copy(job),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]
+        });
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        automount_service_account_token: Some(false),
+        security_context: Some(restricted_pod()),
+        containers: vec![Container {
+            name: "curate".into(),
+            image: Some(config.operator_image.clone()),
+            args: Some(args),
+            env: Some(vec![
+                env(
+                    SPEC_ENV,
+                    serde_json::to_string(&dn.spec).unwrap_or_default(),
+                ),
+                env(curate::ALLOW_ENV, config.egress.to_env()),
+            ]),
+            env_from: Some(env_from.unwrap_or_default()),
+            volume_mounts: Some(mounts),
+            termination_message_path: Some(RESULT_FILE.into()),
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_string(), Quantity("250m".into())),
+                    ("memory".to_string(), Quantity("256Mi".into())),
+                ])),
+                ..Default::default()
+            }),
+            security_context: Some(restricted_container()),
+            ..Default::default()
         }],
-        "volumes": vols,
-    });
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": config.trusted_namespace, "labels": labels,
-            "annotations": {"modelcommons.dev/datanet": format!("{ns}/{}", dn.name_any()),
-                ANNOTATION_RETRY: dn.annotations().get(ANNOTATION_RETRY).cloned().unwrap_or_default()}},
-        "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 6 * 3600, "ttlSecondsAfterFinished": 86400,
-            "template": {"metadata": {"labels": labels}, "spec": pod}},
-    }))?)
+        volumes: Some(volumes),
+        ..Default::default()
+    }
 }
 
 /// The Datanet annotation that asks for another attempt at a failed curation: any new value.
@@ -754,27 +853,46 @@ async fn hand_over(
 ) -> Result<Option<Shown>, Error> {
     let trusted = &ctx.config.trusted_namespace;
     let ns = dn.namespace().unwrap_or_default();
-    let owners = owner.map_or_else(
-        || json!([]),
-        |j| {
-            json!([{"apiVersion": "batch/v1", "kind": "Job", "name": j.name_any(),
-                "uid": j.uid().unwrap_or_default()}])
-        },
-    );
-    let labels = json!({LABEL_MANAGED_BY: "modelcommons-operator", "app.kubernetes.io/name": CURATION_APP,
-        LABEL_DATANET_NAMESPACE: ns, LABEL_DATANET_UID: dn.uid().unwrap_or_default()});
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": manifest_copy(job), "namespace": trusted, "labels": labels,
-            "ownerReferences": owners},
-        "data": {MANIFEST_KEY: manifest}});
-    Api::<ConfigMap>::namespaced(ctx.client.clone(), trusted)
-        .patch(&manifest_copy(job), &pp, &Patch::Apply(&cm))
-        .await?;
+    let owners = owner.map(|j| {
+        vec![OwnerReference {
+            api_version: "batch/v1".into(),
+            kind: "Job".into(),
+            name: j.name_any(),
+            uid: j.uid().unwrap_or_default(),
+            ..Default::default()
+        }]
+    });
+    let meta = |name: String| ObjectMeta {
+        name: Some(name),
+        namespace: Some(trusted.clone()),
+        labels: Some(BTreeMap::from(
+            [
+                (LABEL_MANAGED_BY, MANAGED_BY.to_string()),
+                ("app.kubernetes.io/name", CURATION_APP.to_string()),
+                (LABEL_DATANET_NAMESPACE, ns.clone()),
+                (LABEL_DATANET_UID, dn.uid().unwrap_or_default()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        )),
+        owner_references: owners.clone(),
+        ..Default::default()
+    };
+    let cm = ConfigMap {
+        metadata: meta(manifest_copy(job)),
+        data: Some(BTreeMap::from([(
+            MANIFEST_KEY.to_string(),
+            manifest.to_string(),
+        )])),
+        ..Default::default()
+    };
+    ssa(
+        &Api::<ConfigMap>::namespaced(ctx.client.clone(), trusted),
+        &cm,
+    )
+    .await?;
     let Some(r) = &dn.spec.contributions.credentials_secret_ref else {
         return Ok(None);
     };
-    use k8s_openapi::api::core::v1::Secret;
     let secret = match Api::<Secret>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&r.name)
         .await
@@ -805,13 +923,17 @@ async fn hand_over(
         }
         Err(e) => return Err(e.into()),
     };
-    let copy = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": credentials_copy(job), "namespace": trusted, "labels": labels,
-            "ownerReferences": owners},
-        "data": secret.data.unwrap_or_default()});
-    Api::<Secret>::namespaced(ctx.client.clone(), trusted)
-        .patch(&credentials_copy(job), &pp, &Patch::Apply(&copy))
-        .await?;
+    let copy = Secret {
+        metadata: meta(credentials_copy(job)),
+        type_: Some("Opaque".into()),
+        data: secret.data,
+        ..Default::default()
+    };
+    ssa(
+        &Api::<Secret>::namespaced(ctx.client.clone(), trusted),
+        &copy,
+    )
+    .await?;
     Ok(None)
 }
 
@@ -1485,15 +1607,9 @@ async fn reconcile_inner(dn: Arc<Datanet>, ctx: Arc<Context>) -> Result<Action, 
     };
     status.conditions = conditions;
     if status != current {
-        let body = serde_json::to_value(&status)?;
-        let patch = json!({"apiVersion": Datanet::api_version(&()), "kind": Datanet::kind(&()), "status": body});
-        Api::<Datanet>::namespaced(ctx.client.clone(), &dn.namespace().unwrap_or_default())
-            .patch_status(
-                &dn.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+        let api =
+            Api::<Datanet>::namespaced(ctx.client.clone(), &dn.namespace().unwrap_or_default());
+        crate::runtime::children::apply_status(&api, &dn.name_any(), &status).await?;
         if current.phase != status.phase
             && let Some(p) = status.phase
         {
@@ -1516,16 +1632,7 @@ async fn reconcile_inner(dn: Arc<Datanet>, ctx: Arc<Context>) -> Result<Action, 
 
 /// Reconciles one Datanet (timed and counted in the metrics).
 pub async fn reconcile(dn: Arc<Datanet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let res = reconcile_inner(dn, ctx.clone()).await;
-    ctx.metrics
-        .observe("Datanet", res.is_ok(), started.elapsed().as_secs_f64());
-    res
-}
-
-fn error_policy(_dn: Arc<Datanet>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %err, "Datanet reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    instrumented(&ctx.clone(), &*dn.clone(), reconcile_inner(dn, ctx)).await
 }
 
 /// Runs the controller until the stream ends (only with a ledger: versions are published).
@@ -1606,6 +1713,7 @@ pub async fn run(ctx: Context) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn lines(b: &[u8]) -> Vec<String> {
         String::from_utf8_lossy(b)
