@@ -20,7 +20,7 @@ unit: ## the pure tests only (every crate's unit tests: no control plane, no cha
 check-deps: ## what ships links neither the test bed nor libtorch; the CLI not the operator
 	hack/check-deps.sh
 
-check-controllers: ## decide steps do no I/O, children are typed, no function over 80 lines (a ratchet for the controllers not moved yet)
+check-controllers: ## a folder per controller: decide steps do no I/O, children are typed, no function over 80 lines
 	python3 hack/check-controllers.py
 
 gitops-health: ## test the Argo CD health checks (Lua) against their sample statuses; regenerate argocd-cm.yaml with WRITE=1
