@@ -302,7 +302,7 @@ async fn gov(cmd: GovCmd) -> anyhow::Result<()> {
             let (l, suite) = connect(&on)?;
             let (me, p) = (l.address(), l.provider());
             let amount = amount
-                .checked_mul(U256::from(10u64).pow(U256::from(18u64)))
+                .checked_mul(modelcommons_ledger::units::one_open())
                 .context("--amount is too many OPEN")?;
             OpenToken::new(suite.open, p)
                 .approve(suite.gov_token, amount)

@@ -804,7 +804,7 @@ async fn a_report_that_moves_rewards_does_not_verify() {
     ));
     // The amounts shifted between two payees, the root rebuilt to match.
     let mut shifted = report.clone();
-    let one = U256::from(10u64).pow(U256::from(18u64));
+    let one = modelcommons_ledger::units::one_open();
     shifted.rewards.payouts[0].amount += one;
     shifted.rewards.payouts[1].amount -= one;
     shifted.reward_root = PayoutTree::new(&shifted.reward_payouts())

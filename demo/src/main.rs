@@ -52,7 +52,7 @@ fn kubelet(what: &str) {
 }
 
 fn open(n: u64) -> U256 {
-    U256::from(n) * U256::from(10u64).pow(U256::from(18u64))
+    modelcommons_operator::ledger::units::open(n)
 }
 
 fn example(file: &str) -> anyhow::Result<Vec<Value>> {

@@ -48,7 +48,7 @@ async fn main() {
     let op = l(0);
     let params = SuiteParams::default();
     let s = op.bootstrap(&params).await.unwrap();
-    let unit = U256::from(10u64).pow(U256::from(18u64));
+    let unit = modelcommons_ledger::units::one_open();
     let mut rows = Vec::new();
     let mine = |n: u64| anvil.rpc("anvil_mine", json!([format!("{n:#x}")])).unwrap();
     let wait = |secs: u64| {

@@ -17,6 +17,7 @@ pub mod mirror;
 pub mod proposal;
 pub mod spec;
 pub mod suite;
+pub mod units;
 
 use bindings::OpenToken;
 

@@ -50,7 +50,7 @@ fn default_min_threshold_bps() -> u16 {
 }
 
 fn default_treasury_funding() -> U256 {
-    U256::from(10_000_000u64) * U256::from(10u64).pow(U256::from(18u64))
+    crate::units::open(10_000_000)
 }
 
 /// Who holds which role after bootstrap. The operator's key gets the operator role only;
@@ -66,7 +66,7 @@ pub struct Roles {
 impl Default for SuiteParams {
     fn default() -> Self {
         Self {
-            supply: U256::from(100_000_000u64) * U256::from(10u64).pow(U256::from(18u64)),
+            supply: crate::units::open(100_000_000),
             voting_delay_blocks: 1,
             voting_period_blocks: 20,
             quorum_percent: 4,
@@ -344,7 +344,7 @@ impl Ledger {
     /// Transfers `whole` OPEN (whole tokens, 10^18 base units each) from this ledger's account
     /// to `to`, and waits for it to be mined.
     pub async fn fund_open(&self, suite: &SuiteAddresses, to: Address, whole: U256) -> Result<()> {
-        let unit = U256::from(10u64).pow(U256::from(18u64));
+        let unit = crate::units::one_open();
         mined(
             OpenToken::new(suite.open, &self.provider).transfer(to, whole * unit),
             "OpenToken",

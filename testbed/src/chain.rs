@@ -46,7 +46,7 @@ pub const VOTERS: [usize; 3] = [2, 3, 4];
 pub const RELAYER: usize = 5;
 
 pub fn open(n: u64) -> U256 {
-    U256::from(n) * U256::from(10u64).pow(U256::from(18u64))
+    modelcommons_ledger::units::open(n)
 }
 
 /// A fresh anvil chain with the suite bootstrapped by [`OPERATOR`].

@@ -47,7 +47,7 @@ async fn bootstrap_deploys_funds_and_writes_the_addresses() {
     let ledger = Ledger::connect_with(&anvil.endpoint(), &KeySource::File(key_file)).unwrap();
     let info = ledger.token_info(suite.open).await.unwrap();
     assert_eq!(info.symbol, "OPEN");
-    let unit = U256::from(10u64).pow(U256::from(18u64));
+    let unit = modelcommons_ledger::units::one_open();
     assert_eq!(
         ledger.token_balance(suite.open, alice).await.unwrap(),
         U256::from(250u64) * unit

@@ -10,7 +10,7 @@ async fn open_token_deploys_and_reads_back() {
     let anvil = Anvil::start().unwrap();
     let ledger = Ledger::connect(&anvil.endpoint(), DEV_KEYS[0]).unwrap();
     let treasury: Address = DEV_KEYS[1].parse::<PrivateKeySigner>().unwrap().address();
-    let supply = U256::from(1_000_000u64) * U256::from(10u64).pow(U256::from(18u64));
+    let supply = modelcommons_ledger::units::open(1_000_000);
 
     let token = ledger.deploy_open_token(treasury, supply).await.unwrap();
     let info = ledger.token_info(token).await.unwrap();

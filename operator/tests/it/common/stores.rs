@@ -3,8 +3,6 @@
 //! fake-gcs-server. `hack/object-stores.sh` (run by `hack/deps.sh`) installs them and exports
 //! their paths.
 
-#![allow(dead_code)]
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
