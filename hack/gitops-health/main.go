@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"text/template"
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
@@ -59,7 +60,7 @@ type testFile struct {
 
 func main() {
 	check := flag.Bool("check", false, "run the health_test.yaml cases and check that "+cmFile+" is up to date")
-	write := flag.Bool("write", false, "regenerate "+cmFile+" from the health.lua files")
+	write := flag.Bool("write", false, "regenerate the health.lua files from "+templateFile+" and "+cmFile+" from them")
 	root := flag.String("root", "", "the health-check directory (default: "+rootRel+" of the repository around the working directory)")
 	health := flag.String("health", "", "print the health Argo CD gives the object in this JSON or YAML file (e.g. kubectl get -o json): status, a tab, the message")
 	flag.Parse()
@@ -208,6 +209,19 @@ func runCheck(root string, out io.Writer) error {
 			if !used[rel] {
 				fail("%s: %s is not used by health_test.yaml", kind, filepath.ToSlash(rel))
 			}
+		}
+	}
+
+	for _, kind := range kinds {
+		want, err := renderScript(root, kind)
+		have, rerr := os.ReadFile(filepath.Join(root, group, kind, "health.lua"))
+		switch {
+		case err != nil:
+			fail("%s: %v", templateFile, err)
+		case rerr != nil:
+			fail("%s/health.lua: %v; %s", kind, rerr, writeHint)
+		case !bytes.Equal(have, want):
+			fail("%s/health.lua is not what %s renders (%s); %s", kind, templateFile, firstDifference(have, want), writeHint)
 		}
 	}
 
@@ -360,6 +374,44 @@ func toLua(l *lua.LState, v any) lua.LValue {
 	return lua.LNil
 }
 
+// templateFile is the one source of the five health.lua files.
+const templateFile = "health.lua.tmpl"
+
+// renderScript renders kind's health.lua from the template: the same rules for every kind,
+// and for ModelDeployment the Degraded phase of a rollout that lost its replicas.
+func renderScript(root, kind string) ([]byte, error) {
+	raw, err := os.ReadFile(filepath.Join(root, templateFile))
+	if err != nil {
+		return nil, err
+	}
+	t, err := template.New(templateFile).Option("missingkey=error").Parse(string(raw))
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	err = t.Execute(&b, struct {
+		Kind          string
+		DegradedPhase bool
+	}{kind, kind == "ModelDeployment"})
+	return b.Bytes(), err
+}
+
+// writeScripts writes every kind's health.lua from the template.
+func writeScripts(root string, out io.Writer) error {
+	for _, kind := range kinds {
+		data, err := renderScript(root, kind)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(root, group, kind, "health.lua")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintln(out, "wrote", path)
+	}
+	return nil
+}
+
 func configMapKey(kind string) string {
 	return "resource.customizations.health." + group + "_" + kind
 }
@@ -429,6 +481,9 @@ func checkConfigMapParses(root string, raw []byte) error {
 }
 
 func writeConfigMap(root string, out io.Writer) error {
+	if err := writeScripts(root, out); err != nil {
+		return err
+	}
 	data, err := renderConfigMap(root)
 	if err != nil {
 		return err

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, PodSecurityContext, SeccompProfile, SecurityContext,
+    Capabilities, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -78,6 +79,41 @@ pub fn restricted_container() -> SecurityContext {
         read_only_root_filesystem: Some(true),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// How long a finished trusted Job (curation, evaluation) stays for its result to be read.
+pub const TRUSTED_JOB_TTL_SECONDS: i32 = 86400;
+
+/// A one-shot Job of the operator's in its trusted namespace: its pods labelled as the Job,
+/// never restarted in place, retried `backoff_limit` times, stopped after `deadline_seconds`,
+/// removed [`TRUSTED_JOB_TTL_SECONDS`] after it finishes.
+pub fn trusted_job(
+    metadata: ObjectMeta,
+    backoff_limit: i32,
+    deadline_seconds: i64,
+    pod: PodSpec,
+) -> Job {
+    let labels = metadata.labels.clone();
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(backoff_limit),
+            active_deadline_seconds: Some(deadline_seconds),
+            ttl_seconds_after_finished: Some(TRUSTED_JOB_TTL_SECONDS),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels,
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    ..pod
+                }),
+            },
             ..Default::default()
         }),
         ..Default::default()

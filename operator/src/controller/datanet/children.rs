@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, HostPathVolumeSource, KeyToPath,
-    PodSpec, PodTemplateSpec, ResourceRequirements, SecretEnvSource, Volume, VolumeMount,
+    PodSpec, ResourceRequirements, SecretEnvSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,7 +20,7 @@ use super::{
 use crate::controller::finetune::volumes;
 use crate::controller::{Config, Error, LABEL_INSTANCE, LABEL_MANAGED_BY};
 use crate::curate;
-use crate::runtime::children::{MANAGED_BY, restricted_container, restricted_pod};
+use crate::runtime::children::{MANAGED_BY, restricted_container, restricted_pod, trusted_job};
 
 /// The name of the curation Job of `version` of the Datanet with uid `uid` and manifest
 /// `digest`, in the trusted namespace (uids keep Datanets of every namespace apart there).
@@ -92,29 +92,14 @@ pub fn curation_job(
     }
     let (labels, annotations) = curation_labels(dn, version);
     let pod = curation_pod(dn, config, &name, args, vols, mounts);
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(config.trusted_namespace.clone()),
-            labels: Some(labels.clone()),
-            annotations: Some(annotations),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(2),
-            active_deadline_seconds: Some(6 * 3600),
-            ttl_seconds_after_finished: Some(86400),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
+    let metadata = ObjectMeta {
+        name: Some(name),
+        namespace: Some(config.trusted_namespace.clone()),
+        labels: Some(labels),
+        annotations: Some(annotations),
         ..Default::default()
-    })
+    };
+    Ok(trusted_job(metadata, 2, 6 * 3600, pod))
 }
 
 /// The labels (by which the operator finds its curation Jobs) and annotations of a curation
@@ -195,7 +180,6 @@ pub(super) fn curation_pod(
             }]
         });
     PodSpec {
-        restart_policy: Some("Never".into()),
         automount_service_account_token: Some(false),
         security_context: Some(restricted_pod()),
         containers: vec![Container {

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::controller::{Config, LABEL_INSTANCE, LABEL_MANAGED_BY};
 use crate::runtime::children::{
-    MANAGED_BY, NONROOT_UID, meta, restricted_container, restricted_pod,
+    MANAGED_BY, NONROOT_UID, meta, restricted_container, restricted_pod, trusted_job,
 };
 
 const APP_NAME: &str = "app.kubernetes.io/name";
@@ -410,7 +410,6 @@ pub fn evaluation_job(
     ]);
     let owner = format!("{}/{}", ftj.namespace().unwrap_or_default(), ftj.name_any());
     let pod = PodSpec {
-        restart_policy: Some("Never".into()),
         automount_service_account_token: Some(false),
         security_context: Some(restricted_pod()),
         containers: vec![Container {
@@ -428,30 +427,15 @@ pub fn evaluation_job(
         volumes: Some(vols),
         ..Default::default()
     };
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(evaluation_name(ftj)),
-            namespace: Some(config.trusted_namespace.clone()),
-            labels: Some(labels.clone()),
-            annotations: Some(BTreeMap::from([(
-                "modelcommons.dev/finetunejob".to_string(),
-                owner,
-            )])),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(1),
-            active_deadline_seconds: Some(3600),
-            ttl_seconds_after_finished: Some(86400),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
+    let metadata = ObjectMeta {
+        name: Some(evaluation_name(ftj)),
+        namespace: Some(config.trusted_namespace.clone()),
+        labels: Some(labels),
+        annotations: Some(BTreeMap::from([(
+            "modelcommons.dev/finetunejob".to_string(),
+            owner,
+        )])),
         ..Default::default()
-    })
+    };
+    Ok(trusted_job(metadata, 1, 3600, pod))
 }
