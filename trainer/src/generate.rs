@@ -72,6 +72,18 @@ pub enum InvalidRequest {
     Parameter(String),
 }
 
+/// Why a generation could not start: the request (a client's mistake: the server answers 400)
+/// or the model (the server's: 500).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The request cannot be served as asked.
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+    /// The model failed on a valid request.
+    #[error("{0:#}")]
+    Model(anyhow::Error),
+}
+
 /// A small deterministic generator (SplitMix64) so sampling never touches libtorch's global one.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -195,41 +207,46 @@ impl Generation {
         model: &Llama,
         prompt_ids: Vec<i64>,
         params: SamplingParams,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, StartError> {
         let limit = model.config.max_position_embeddings;
         if prompt_ids.is_empty() {
-            bail!(InvalidRequest::Parameter("the prompt is empty".into()));
+            return Err(InvalidRequest::Parameter("the prompt is empty".into()).into());
         }
         if prompt_ids.len() as i64 + params.max_tokens as i64 > limit {
-            bail!(InvalidRequest::ContextLength {
+            return Err(InvalidRequest::ContextLength {
                 limit,
                 prompt: prompt_ids.len(),
                 max_tokens: params.max_tokens,
-            });
+            }
+            .into());
         }
         if !(0.0..=2.0).contains(&params.temperature) {
-            bail!(InvalidRequest::Parameter(format!(
+            return Err(InvalidRequest::Parameter(format!(
                 "temperature must be between 0 and 2, got {}",
                 params.temperature
-            )));
+            ))
+            .into());
         }
         if !(params.top_p > 0.0 && params.top_p <= 1.0) {
-            bail!(InvalidRequest::Parameter(format!(
+            return Err(InvalidRequest::Parameter(format!(
                 "top_p must be in (0, 1], got {}",
                 params.top_p
-            )));
+            ))
+            .into());
         }
         let vocab = model.config.vocab_size;
         if let Some(bad) = prompt_ids.iter().find(|&&i| i < 0 || i >= vocab) {
-            bail!(InvalidRequest::Parameter(format!(
+            return Err(InvalidRequest::Parameter(format!(
                 "token id {bad} is outside the vocabulary (0..{vocab})"
-            )));
+            ))
+            .into());
         }
         let mut cache = model.new_cache(1, prompt_ids.len() as i64 + params.max_tokens as i64);
         let ids = Tensor::from_slice(&prompt_ids)
             .unsqueeze(0)
             .to_device(model.device());
-        let next_logits = tch::no_grad(|| last_logits(model, &ids, &mut cache))?;
+        let next_logits =
+            tch::no_grad(|| last_logits(model, &ids, &mut cache)).map_err(StartError::Model)?;
         let rng = params.seed.map_or_else(Rng::from_entropy, Rng::new);
         Ok(Self {
             cache,

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::engine::{Backend, Finish, JobError, Prompt, Sampling};
-use crate::generate::{FinishReason, Generation, InvalidRequest, SamplingParams};
+use crate::generate::{FinishReason, Generation, InvalidRequest, SamplingParams, StartError};
 use crate::model::Llama;
 use crate::tokenizer::{ChatMessage, Tok};
 
@@ -20,19 +20,21 @@ pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<LlamaBackend> {
     Ok(LlamaBackend { model, tok })
 }
 
-fn invalid(e: anyhow::Error) -> JobError {
-    match e.downcast_ref::<InvalidRequest>() {
-        Some(InvalidRequest::ContextLength { .. }) => JobError::Invalid {
-            message: e.to_string(),
+/// A request the model refuses is the client's (400, with OpenAI's code for an overlong
+/// context); a model that fails is the server's (500).
+fn invalid(e: StartError) -> JobError {
+    match e {
+        StartError::Invalid(i @ InvalidRequest::ContextLength { .. }) => JobError::Invalid {
+            message: i.to_string(),
             param: None,
             code: Some("context_length_exceeded"),
         },
-        Some(InvalidRequest::Parameter(m)) => JobError::Invalid {
-            message: m.clone(),
+        StartError::Invalid(InvalidRequest::Parameter(m)) => JobError::Invalid {
+            message: m,
             param: None,
             code: None,
         },
-        None => JobError::Internal(format!("{e:#}")),
+        StartError::Model(e) => JobError::Internal(format!("{e:#}")),
     }
 }
 
