@@ -8,9 +8,9 @@ use std::time::Instant;
 use anyhow::bail;
 use tch::{Device, Kind, Tensor};
 
-use crate::generate::{SamplingParams, generate_batch};
+use crate::model::generate::{SamplingParams, generate_batch};
 use crate::model::{Llama, Mode};
-use crate::optim::{AdamW, AdamWConfig};
+use crate::train::optim::{AdamW, AdamWConfig};
 
 /// Flags of `bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -50,7 +50,7 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 fn random_ids(vocab: i64, shape: [i64; 2], seed: u64) -> Tensor {
-    let mut rng = crate::generate::Rng::new(seed);
+    let mut rng = crate::model::generate::Rng::new(seed);
     let n = (shape[0] * shape[1]) as usize;
     let ids: Vec<i64> = (0..n)
         .map(|_| (rng.next_u64() % vocab as u64) as i64)
@@ -70,7 +70,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             let mut step = || -> anyhow::Result<f64> {
                 opt.zero_grad();
                 let logits = model.forward(&ids, None, Mode::TRAIN);
-                let loss = crate::data::lm_loss(&logits, &ids);
+                let loss = crate::train::data::lm_loss(&logits, &ids);
                 opt.backward(&loss)?;
                 opt.apply(1e-4);
                 Ok(loss.double_value(&[]))

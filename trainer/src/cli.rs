@@ -55,9 +55,9 @@ pub enum Command {
     /// Supervised fine-tuning, full or LoRA, resumable from checkpoints.
     Train(crate::train::TrainArgs),
     /// Loss, perplexity and task metrics on held-out data, judged against targets.
-    Eval(crate::eval::EvalArgs),
+    Eval(crate::train::eval::EvalArgs),
     /// Direct Preference Optimization on {prompt, chosen, rejected} pairs.
-    Dpo(crate::dpo::DpoArgs),
+    Dpo(crate::train::dpo::DpoArgs),
     /// Sample completions (e.g. the response pairs of an RLHF round).
     Generate(GenerateArgs),
     /// Throughput and peak memory of one case (see hack/bench-trainer.sh for the comparison).

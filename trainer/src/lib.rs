@@ -1,12 +1,13 @@
 //! The modelcommons trainer: libtorch through tch.
 //!
-//! - [`config`], [`model`], [`tokenizer`]: a Llama-family causal LM in the Hugging Face layout.
-//! - [`generate`]: sampling with a KV cache, stop strings, streamed text.
-//! - [`data`], [`optim`], [`train`], [`eval`], [`dpo`]: SFT (full or LoRA) with checkpoints,
-//!   evaluation against targets, Direct Preference Optimization.
-//! - [`report`]: progress and results into a FineTuneJob's status (or the terminal).
+//! - [`model`]: a Llama-family causal LM in the Hugging Face layout (`config`, `llama`,
+//!   `tokenizer`), sampling with a KV cache, stop strings, streamed text (`generate`), and a
+//!   tiny random Llama, deterministic per seed (`init`).
+//! - [`train`]: SFT (full or LoRA) with checkpoints (`data`, `optim`), evaluation against
+//!   targets (`eval`), Direct Preference Optimization (`dpo`), and progress and results into a
+//!   FineTuneJob's status or the terminal (`report`).
+//! - [`cli`]: the `modelcommons-trainer` command line.
 //! - [`device`]: picks CUDA when libtorch sees a GPU, the CPU otherwise.
-//! - [`init`]: a tiny random Llama in the Hugging Face layout, deterministic per seed.
 //! - [`selftest`]: a tiny regression network trained end to end; proves libtorch loads,
 //!   computes gradients and optimizes on this machine (and on a GPU node, with CUDA).
 //! - [`serve`]: the OpenAI-compatible HTTP server (API keys, rate limits, usage metering) that
@@ -14,19 +15,10 @@
 
 pub mod bench;
 pub mod cli;
-pub mod config;
-pub mod data;
 pub mod device;
-pub mod dpo;
-pub mod eval;
-pub mod generate;
-pub mod init;
 pub mod model;
-pub mod optim;
-pub mod report;
 pub mod selftest;
 pub mod serve;
-pub mod tokenizer;
 pub mod train;
 
 /// Runs `f` with libtorch's process-wide generator seeded to `seed`, holding a lock so that no

@@ -5,10 +5,12 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use clap::Parser;
 use modelcommons_trainer::cli::{Cli, Command, GenerateArgs};
-use modelcommons_trainer::generate::{Generation, SamplingParams};
-use modelcommons_trainer::report::{ProgressUpdate, Reporter, ResultUpdate};
-use modelcommons_trainer::tokenizer::ChatMessage;
-use modelcommons_trainer::{bench, device, dpo, eval, init, selftest, train};
+use modelcommons_trainer::model::generate::{Generation, SamplingParams};
+use modelcommons_trainer::model::init;
+use modelcommons_trainer::model::tokenizer::ChatMessage;
+use modelcommons_trainer::train::report::{ProgressUpdate, Reporter, ResultUpdate};
+use modelcommons_trainer::train::{self, dpo, eval};
+use modelcommons_trainer::{bench, device, selftest};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

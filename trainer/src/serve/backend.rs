@@ -1,11 +1,13 @@
-//! The Llama behind the engine: [`crate::generate::Generation`] driven one step at a time.
+//! The Llama behind the engine: [`crate::model::generate::Generation`] driven one step at a time.
 
 use std::path::Path;
 
 use super::engine::{Backend, Finish, JobError, Prompt, Sampling};
-use crate::generate::{FinishReason, Generation, InvalidRequest, SamplingParams, StartError};
 use crate::model::Llama;
-use crate::tokenizer::{ChatMessage, Tok};
+use crate::model::generate::{
+    FinishReason, Generation, InvalidRequest, SamplingParams, StartError,
+};
+use crate::model::tokenizer::{ChatMessage, Tok};
 
 /// A loaded model and its tokenizer; lives on the engine thread.
 #[derive(Debug)]
@@ -16,7 +18,7 @@ pub struct LlamaBackend {
 
 /// Loads a model directory (a full model, or LoRA adapters on their base) onto `device`.
 pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<LlamaBackend> {
-    let (model, tok) = crate::eval::load_any(dir, device)?;
+    let (model, tok) = crate::train::eval::load_any(dir, device)?;
     Ok(LlamaBackend { model, tok })
 }
 

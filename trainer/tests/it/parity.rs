@@ -3,9 +3,9 @@
 //! scaling. Also: the KV-cache decode path gives the same logits as the full pass, and the
 //! tokenizer and chat template match `AutoTokenizer`.
 
-use modelcommons_trainer::init::TinyLlama;
+use modelcommons_trainer::model::init::TinyLlama;
+use modelcommons_trainer::model::tokenizer::{ChatMessage, Tok};
 use modelcommons_trainer::model::{Llama, Mode};
-use modelcommons_trainer::tokenizer::{ChatMessage, Tok};
 use tch::{Device, Kind, Tensor};
 
 /// Largest |ours − transformers| allowed on logits of magnitude ~1–10 (f32, CPU).

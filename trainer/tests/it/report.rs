@@ -10,7 +10,7 @@ use modelcommons_crds::all_crds;
 use modelcommons_crds::common::MetricValue;
 use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
 use modelcommons_testbed::{TestNamespace, cluster};
-use modelcommons_trainer::report::{FIELD_MANAGER, ProgressUpdate, Reporter, ResultUpdate};
+use modelcommons_trainer::train::report::{FIELD_MANAGER, ProgressUpdate, Reporter, ResultUpdate};
 use serde_json::json;
 
 /// Stands in for the operator, which writes phase and conditions under its own manager.
@@ -329,7 +329,7 @@ async fn a_training_process_with_the_pod_env_fills_the_finetunejob_status() {
 
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base");
-    modelcommons_trainer::init::TinyLlama::default()
+    modelcommons_trainer::model::init::TinyLlama::default()
         .write(&base, 7)
         .unwrap();
     let data = dir.path().join("train.jsonl");

@@ -57,7 +57,7 @@ impl Server {
     async fn start_with(admin: bool, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join("tiny");
-        modelcommons_trainer::init::TinyLlama {
+        modelcommons_trainer::model::init::TinyLlama {
             max_position_embeddings: CONTEXT,
             ..Default::default()
         }
@@ -377,7 +377,7 @@ async fn openai_shapes_and_usage_counters() {
     );
     let (p, c) = count(&v["usage"]);
     assert!(c <= 8);
-    let tok = modelcommons_trainer::tokenizer::Tok::load(&s.model_dir(), &[]).unwrap();
+    let tok = modelcommons_trainer::model::tokenizer::Tok::load(&s.model_dir(), &[]).unwrap();
     assert_eq!(
         p as usize,
         tok.encode("Hello", true).unwrap().len(),
@@ -403,7 +403,7 @@ async fn openai_shapes_and_usage_counters() {
     assert!(choice["message"]["content"].is_string());
     assert!(choice["finish_reason"].is_string());
     let (chat_prompt, _) = count(&v["usage"]);
-    let chat: Vec<modelcommons_trainer::tokenizer::ChatMessage> =
+    let chat: Vec<modelcommons_trainer::model::tokenizer::ChatMessage> =
         serde_json::from_value(messages.clone()).unwrap();
     assert_eq!(
         chat_prompt as usize,

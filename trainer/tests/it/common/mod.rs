@@ -34,7 +34,7 @@ pub fn trainer() -> std::process::Command {
 /// A small learnable task: label a contract clause `high` or `low` risk by the keyword hidden
 /// among filler words. Held-out examples are new word combinations.
 pub fn risk_task(seed: u64, n: usize) -> Vec<serde_json::Value> {
-    use modelcommons_trainer::generate::Rng;
+    use modelcommons_trainer::model::generate::Rng;
     let high = ["indemnify", "unlimited", "penalty"];
     let low = ["notice", "courtesy", "summary"];
     let fill: Vec<&str> = "the party shall provide a written within days of any each other and to for under this agreement"
@@ -68,7 +68,7 @@ impl Workspace {
         let dir = tempfile::tempdir().unwrap();
         // Weights drawn wider than `init`'s default 0.02: with a frozen final norm and lm_head
         // (LoRA, DPO's reference), N(0, 0.02) bounds every logit near ±1.3, too tight to learn.
-        modelcommons_trainer::init::TinyLlama {
+        modelcommons_trainer::model::init::TinyLlama {
             init_std: 0.1,
             ..Default::default()
         }

@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{LlamaConfig, RopeScaling};
+use crate::model::config::{LlamaConfig, RopeScaling};
 
 /// The PEFT prefix of adapter tensor names (`adapter_model.safetensors`).
 pub const PEFT_PREFIX: &str = "base_model.model.";
@@ -696,9 +696,9 @@ mod tests {
     use super::*;
 
     fn tiny(dir: &Path) -> Llama {
-        crate::init::TinyLlama {
+        crate::model::init::TinyLlama {
             init_std: 0.2,
-            ..crate::init::TinyLlama::default()
+            ..crate::model::init::TinyLlama::default()
         }
         .write(dir, 3)
         .unwrap();

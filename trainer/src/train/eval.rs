@@ -11,10 +11,10 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::data::{self, Example};
-use crate::generate::{Generation, SamplingParams};
+use crate::model::generate::{Generation, SamplingParams};
+use crate::model::tokenizer::Tok;
 use crate::model::{Llama, Mode};
-use crate::tokenizer::Tok;
+use crate::train::data::{self, Example};
 
 /// What an evaluation measured.
 #[derive(Debug, Clone, PartialEq, Default)]

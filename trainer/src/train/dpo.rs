@@ -14,9 +14,9 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::data::{self, IGNORE, Pair};
 use crate::model::{Llama, Mode};
-use crate::optim::{AdamW, AdamWConfig, lr_at};
+use crate::train::data::{self, IGNORE, Pair};
+use crate::train::optim::{AdamW, AdamWConfig, lr_at};
 use crate::train::{Method, StepReport, TrainArgs};
 
 /// Flags of `dpo`: those of `train` (with `--data` holding preference pairs) plus β.

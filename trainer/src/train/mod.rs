@@ -5,6 +5,12 @@
 //! whole optimizer state and the step. A run killed at any point and restarted with the same
 //! command resumes from its newest checkpoint and ends where an uninterrupted run ends.
 
+pub mod data;
+pub mod dpo;
+pub mod eval;
+pub mod optim;
+pub mod report;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,11 +19,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-use crate::data::{self, Example};
-use crate::generate::Rng;
+use crate::model::generate::Rng;
+use crate::model::tokenizer::Tok;
 use crate::model::{Llama, LoraConfig, Mode};
-use crate::optim::{AdamW, AdamWConfig, lr_at};
-use crate::tokenizer::Tok;
+use data::Example;
+use optim::{AdamW, AdamWConfig, lr_at};
 
 /// Full fine-tuning or LoRA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -495,7 +501,7 @@ pub fn run(args: &TrainArgs, on_step: &mut dyn FnMut(&StepReport)) -> anyhow::Re
     if let Some(eval_path) = &args.eval_data {
         let examples = data::load_sft(eval_path, &tok, args.max_seq_len)?;
         result.metrics =
-            crate::eval::evaluate(&model, &tok, &examples, args.batch_size)?.into_map();
+            crate::train::eval::evaluate(&model, &tok, &examples, args.batch_size)?.into_map();
     }
     std::fs::write(
         args.out.join("result.json"),

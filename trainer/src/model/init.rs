@@ -143,11 +143,11 @@ impl TinyLlama {
         for (name, json) in [
             (
                 "tokenizer.json",
-                crate::tokenizer::byte_level_tokenizer_json(),
+                crate::model::tokenizer::byte_level_tokenizer_json(),
             ),
             (
                 "tokenizer_config.json",
-                crate::tokenizer::byte_level_tokenizer_config(),
+                crate::model::tokenizer::byte_level_tokenizer_config(),
             ),
         ] {
             std::fs::write(dir.join(name), json.to_string())

@@ -6,8 +6,8 @@
 use anyhow::bail;
 use tch::{Kind, Tensor};
 
+use crate::model::tokenizer::Tok;
 use crate::model::{KvCache, Llama, Mode};
-use crate::tokenizer::Tok;
 
 /// How to sample.
 #[derive(Debug, Clone, PartialEq)]

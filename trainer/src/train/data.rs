@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::tokenizer::{ChatMessage, Tok};
+use crate::model::tokenizer::{ChatMessage, Tok};
 
 /// Label value the loss ignores.
 pub const IGNORE: i64 = -100;
