@@ -121,7 +121,15 @@ async fn run(ops: Vec<Op>) {
                 if let Some(entry) = book.stakes.iter_mut().find(|s| s.2) {
                     let l = chain.as_(HOLDERS[voter]);
                     let g = ModelGovernor::new(chain.suite.governor, l.provider());
-                    let active = chain.state(entry.3).await == ProposalState::Active;
+                    // The vote lands in the next block: it counts only if that block is still
+                    // inside the voting period (the state now may be Active in its last block).
+                    let deadline = g.proposalDeadline(entry.3).call().await.unwrap();
+                    let next = alloy::providers::Provider::get_block_number(l.provider())
+                        .await
+                        .unwrap()
+                        + 1;
+                    let active = chain.state(entry.3).await == ProposalState::Active
+                        && U256::from(next) <= deadline;
                     let result = g.castVote(entry.3, support).send().await;
                     if active && !entry.4.contains(&voter) {
                         result.unwrap().watch().await.unwrap();
