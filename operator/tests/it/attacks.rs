@@ -35,6 +35,8 @@
 //!   records, against the rubric;
 //! - a base model other than the one `baseModel.sha256` names;
 //! - a FineTuneJob's `outputUri` and `baseModel` edited after the run.
+//! - a FineTuneJob's status forged to `Succeeded` with weights of the tenant's choosing, and a
+//!   ModelDeployment of that job.
 //!
 //! Lineage (in `lifecycle.rs`): a job pinned to version 1 while version 2 is the latest, a job
 //! admitted before version 2 was published, and one created after the Datanet's status was
@@ -1353,4 +1355,97 @@ async fn a_raised_trainer_deadline_is_set_back() {
         assert!(Instant::now() < deadline, "a Warning event says so");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A FineTuneJob's status forged to `Succeeded` with the digest of weights of the tenant's
+/// choosing (anyone with `patch finetunejobs/status` — the trainer pod's own token has it):
+/// a ModelDeployment of that job serves nothing. What it serves comes from the operator's
+/// judgment of the job (its record in the trusted namespace, and the chain record beside it),
+/// never from the job's status; here the operator never judged the job, so the deployment
+/// waits, says so, and no server Deployment exists.
+#[tokio::test]
+async fn a_forged_training_status_serves_nothing() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use modelcommons_crds::deployment::ModelDeployment;
+    use modelcommons_crds::finetune::FineTuneJob;
+    use sha2::Digest;
+    let chain = Chain::new().await;
+    let cluster = cluster().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    install_crds(&client, &modelcommons_crds::all_crds())
+        .await
+        .unwrap();
+    trusted(&client).await;
+    let ns = TestNamespace::create(&client, "atk-serve").await.unwrap();
+    let n = ns.name();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let ftjs: Api<FineTuneJob> = Api::namespaced(client.clone(), n);
+    let mut f = small_finetune(n, &dir.path().join("job"), 1, 4);
+    f["metadata"]["name"] = json!("never-judged");
+    ftjs.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
+        .await
+        .unwrap();
+    // The tenant's weights (the untrained base) where the job's output goes, and a status
+    // that says the job succeeded with them.
+    let out = dir.path().join("job/out");
+    std::fs::create_dir_all(&out).unwrap();
+    for f in std::fs::read_dir(dir.path().join("job/base")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), out.join(f.file_name())).unwrap();
+    }
+    let digest: String = sha2::Sha256::digest(std::fs::read(out.join("model.safetensors")).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    ftjs.patch_status(
+        "never-judged",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Succeeded",
+            "result": {"modelDigest": digest, "modelUri": format!("file://{}", out.display()),
+                "metrics": [{"name": "exactMatch", "value": "1.0"}], "targetsMet": true},
+            "evaluation": {"modelDigest": format!("sha256:{digest}"), "targetsMet": true}}})),
+    )
+    .await
+    .unwrap();
+    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), n);
+    let md: ModelDeployment = serde_json::from_value(json!({
+        "apiVersion": "modelcommons.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": "forged-serve", "namespace": n},
+        "spec": {"modelRef": {"fineTuneJob": "never-judged"}, "replicas": 1, "access": {"public": true},
+            "resources": {"gpus": 0, "cpu": "1", "memory": "1Gi"}}
+    }))
+    .unwrap();
+    mds.create(&PostParams::default(), &md).await.unwrap();
+    let ctx = context(&client, n, &chain, &store);
+    let controller = tokio::spawn(deployment::run(ctx));
+    let m = wait(&mds, "forged-serve", "a Ready condition", |m| {
+        m.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready"))
+    })
+    .await;
+    controller.abort();
+    let st = m.status.unwrap();
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ModelNotReady"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        ready.message.contains("operator's evaluation"),
+        "says what it waits for: {}",
+        ready.message
+    );
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), n)
+            .get_opt("forged-serve")
+            .await
+            .unwrap()
+            .is_none(),
+        "no server runs the forged model"
+    );
+    assert_eq!(st.latest_revision, None, "no revision is the forged digest");
 }
