@@ -313,8 +313,15 @@ pub mod reason {
     pub const REPLICAS_UNAVAILABLE: &str = "ReplicasUnavailable";
     /// Stalled: `modelRef.fineTuneJob` names no FineTuneJob in this namespace.
     pub const MODEL_NOT_FOUND: &str = "ModelNotFound";
-    /// Reconciling: the FineTuneJob has not Succeeded (or reports no digest) yet.
+    /// Reconciling: the operator has not judged the FineTuneJob's model yet (or, with a
+    /// ledger, its judgment is not on chain yet).
     pub const MODEL_NOT_READY: &str = "ModelNotReady";
+    /// Stalled: the operator's evaluation found that the FineTuneJob's model misses its
+    /// targets: it is not served.
+    pub const MODEL_TARGETS_MISSED: &str = "ModelTargetsMissed";
+    /// Stalled: the chain's record of the FineTuneJob's training differs from the operator's
+    /// (another digest, or not passed): nothing is served until someone looks.
+    pub const LINEAGE_MISMATCH: &str = "LineageMismatch";
     /// Stalled: `modelRef.rlhfRound` is not served yet.
     pub const SOURCE_NOT_SUPPORTED: &str = "SourceNotSupported";
     /// Stalled: the model is at a location the operator does not mount.

@@ -232,6 +232,16 @@ pub struct RecordTraining {
     pub passed: bool,
 }
 
+/// A training result as the registry holds it (`ModelRegistry.trainings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainingRecord {
+    pub model_id: B256,
+    pub dataset_root: B256,
+    pub model_digest: B256,
+    pub metrics_hash: B256,
+    pub passed: bool,
+}
+
 /// An RLHF round's item set and deadlines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenRound {
@@ -615,6 +625,26 @@ impl Ledger {
             .into_iter()
             .next()
             .and_then(|(_, l)| l.transaction_hash))
+    }
+
+    /// The training result recorded under `job_id`, if any.
+    pub async fn training(
+        &self,
+        registry: Address,
+        job_id: B256,
+    ) -> Result<Option<TrainingRecord>> {
+        let t = ModelRegistry::new(registry, &self.provider)
+            .trainings(job_id)
+            .call()
+            .await
+            .map_err(call_error("ModelRegistry", "trainings", registry))?;
+        Ok((t.recordedAt != 0).then_some(TrainingRecord {
+            model_id: t.modelId,
+            dataset_root: t.datasetRoot,
+            model_digest: t.modelDigest,
+            metrics_hash: t.metricsHash,
+            passed: t.passed,
+        }))
     }
 
     /// The transaction that recorded training `job_id` (from its `TrainingRecorded` event).

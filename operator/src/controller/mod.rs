@@ -14,6 +14,7 @@ pub mod lease;
 pub mod lineage;
 pub mod metrics;
 pub mod proposal;
+pub mod training;
 pub mod trusted;
 pub mod usage;
 

@@ -1394,10 +1394,11 @@ async fn a_forged_training_status_serves_nothing() {
         let f = f.unwrap();
         std::fs::copy(f.path(), out.join(f.file_name())).unwrap();
     }
-    let digest: String = sha2::Sha256::digest(std::fs::read(out.join("model.safetensors")).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest: String =
+        sha2::Sha256::digest(std::fs::read(out.join("model.safetensors")).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
     ftjs.patch_status(
         "never-judged",
         &PatchParams::default(),

@@ -450,6 +450,28 @@ async fn gates_children_and_phases_of_a_finetune_job() {
         .unwrap()
         .clone();
     assert!(ready.message.contains("loss"), "{}", ready.message);
+    // The operator's own record of both judgments, in its trusted namespace: what a
+    // ModelDeployment of either job serves (the status above is the tenant's to rewrite).
+    let records: Api<ConfigMap> =
+        Api::namespaced(client.clone(), crate::common::lifecycle::TRUSTED);
+    for (name, passed) in [("easy", true), ("hard", false)] {
+        let f = ftjs.get(name).await.unwrap();
+        let uid = kube::ResourceExt::uid(&f).unwrap();
+        let data = records
+            .get(&modelcommons_operator::controller::training::record_name(
+                &uid,
+            ))
+            .await
+            .unwrap()
+            .data
+            .unwrap();
+        let judged = modelcommons_operator::controller::training::parse(&data);
+        let j = judged.get(&1).expect("generation 1 is judged");
+        assert_eq!(j.passed, passed, "{name}");
+        assert_eq!(j.model_uri, f.spec.output_uri, "{name}");
+        let ev = f.status.unwrap().evaluation.unwrap().model_digest.unwrap();
+        assert_eq!(format!("sha256:{}", j.model_digest), ev, "{name}");
+    }
 
     // With a Kueue queue the Job is created suspended, labelled, and the job waits in Queued.
     let f = wait_for(&ftjs, "queued", "Queued", |f| {

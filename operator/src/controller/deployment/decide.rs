@@ -18,12 +18,13 @@ use modelcommons_crds::deployment::{
     ModelDeployment, ModelDeploymentPhase, ModelDeploymentSpec, ModelDeploymentStatus, ROUTED,
     reason,
 };
-use modelcommons_crds::finetune::{FineTuneJob, FineTuneJobPhase};
+use modelcommons_crds::finetune::FineTuneJob;
 
 use super::children::{
     DIGEST_ANNOTATION, URI_ANNOTATION, autoscaler, http_route, revision_service, server_deployment,
     service, short,
 };
+use crate::controller::training::{OnChain, Verified};
 use crate::runtime::children::{stamped, unchanged};
 use crate::runtime::gateway::{GATEWAY_API, HTTPRoute, accepted};
 
@@ -50,6 +51,9 @@ pub struct NotReady {
 pub struct Observed {
     /// The FineTuneJob `modelRef.fineTuneJob` names, if it exists.
     pub ftj: Option<FineTuneJob>,
+    /// The operator's judgment of that FineTuneJob and the chain's record of it (None: not
+    /// judged, or no FineTuneJob).
+    pub trained: Option<Verified>,
     /// The stable server Deployment (named like the ModelDeployment).
     pub stable: Option<Deployment>,
     /// The canary server Deployment (`<name>-canary`).
@@ -143,10 +147,15 @@ pub struct Decision {
     pub requeue: Duration,
 }
 
-/// Resolves `modelRef` (`ftj`: the referenced FineTuneJob, when it exists).
+/// Resolves `modelRef` (`ftj`: the referenced FineTuneJob, when it exists; `trained`: the
+/// operator's judgment of it and the chain's record of that, see
+/// [`crate::controller::training`]). A FineTuneJob's model is served only as the operator
+/// judged it — the weights its evaluation loaded, and only if they met the rubric — never as
+/// the job's `status` reports it (the trainer's token can write that).
 pub fn resolve(
     spec: &ModelDeploymentSpec,
     ftj: Option<&FineTuneJob>,
+    trained: Option<&Verified>,
     dev_host_dirs: &[PathBuf],
 ) -> Result<Resolved, NotReady> {
     let r = &spec.model_ref;
@@ -162,26 +171,7 @@ pub fn resolve(
                 message: format!("FineTuneJob {name} does not exist in this namespace"),
             });
         };
-        let st = f.status.clone().unwrap_or_default();
-        if st.phase != Some(FineTuneJobPhase::Succeeded) {
-            return Err(NotReady {
-                reason: reason::MODEL_NOT_READY,
-                message: format!(
-                    "FineTuneJob {name} is {}; serving starts once it has Succeeded",
-                    st.phase.map_or("new".to_string(), |p| format!("{p:?}"))
-                ),
-            });
-        }
-        let Some(digest) = st.result.and_then(|r| r.model_digest) else {
-            return Err(NotReady {
-                reason: reason::MODEL_NOT_READY,
-                message: format!("FineTuneJob {name} reports no model digest"),
-            });
-        };
-        Resolved {
-            uri: f.spec.output_uri.clone(),
-            digest,
-        }
+        trained_model(name, f, trained)?
     } else {
         return Err(NotReady {
             reason: reason::SOURCE_NOT_SUPPORTED,
@@ -205,6 +195,67 @@ pub fn resolve(
         });
     }
     Ok(resolved)
+}
+
+/// The model of FineTuneJob `name` as the operator judged it.
+fn trained_model(
+    name: &str,
+    f: &FineTuneJob,
+    trained: Option<&Verified>,
+) -> Result<Resolved, NotReady> {
+    let Some(Verified { judged: j, chain }) = trained else {
+        // The job's own phase only words the message: it decides nothing.
+        let phase = f
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .map_or("new".to_string(), |p| format!("{p:?}"));
+        return Err(NotReady {
+            reason: reason::MODEL_NOT_READY,
+            message: format!(
+                "FineTuneJob {name} ({phase}) has no result of the operator's evaluation yet; serving starts once that evaluation passed its model"
+            ),
+        });
+    };
+    if !j.passed {
+        return Err(NotReady {
+            reason: reason::MODEL_TARGETS_MISSED,
+            message: format!(
+                "the operator's evaluation of FineTuneJob {name} (generation {}) found that its model misses the targets; it is not served: see `kubectl describe finetunejob {name}`, then train again or serve another model",
+                j.generation
+            ),
+        });
+    }
+    match chain {
+        OnChain::NoLedger => {}
+        OnChain::Missing { job_id } => {
+            return Err(NotReady {
+                reason: reason::MODEL_NOT_READY,
+                message: format!(
+                    "FineTuneJob {name} passed the operator's evaluation; serving starts once the result is on chain (ModelRegistry.trainings({job_id}))"
+                ),
+            });
+        }
+        OnChain::Recorded {
+            job_id,
+            model_digest,
+            passed,
+        } if !passed || !model_digest.eq_ignore_ascii_case(&j.model_digest) => {
+            return Err(NotReady {
+                reason: reason::LINEAGE_MISMATCH,
+                message: format!(
+                    "the chain records FineTuneJob {name} as {} with weights {model_digest} (ModelRegistry.trainings({job_id})), the operator's record as passed with {}: nothing is served until an operator of this cluster has looked",
+                    if *passed { "passed" } else { "not passed" },
+                    j.model_digest
+                ),
+            });
+        }
+        OnChain::Recorded { .. } => {}
+    }
+    Ok(Resolved {
+        uri: j.model_uri.clone(),
+        digest: j.model_digest.clone(),
+    })
 }
 
 /// Desired replicas.
@@ -317,7 +368,12 @@ pub fn decide(md: &ModelDeployment, seen: &Observed, env: &Env<'_>) -> Decision 
     let mut c = Conditions::new(&mut conds, md.metadata.generation, env.now.clone());
     let mut plan = Plan::default();
     status.observed_generation = md.metadata.generation;
-    let requeue = match resolve(&md.spec, seen.ftj.as_ref(), env.dev_host_dirs) {
+    let requeue = match resolve(
+        &md.spec,
+        seen.ftj.as_ref(),
+        seen.trained.as_ref(),
+        env.dev_host_dirs,
+    ) {
         Err(nr) => {
             // The servers of an earlier model keep running (and their URL stays valid).
             status.phase = Some(ModelDeploymentPhase::Pending);

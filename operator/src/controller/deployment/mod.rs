@@ -1,4 +1,5 @@
-//! The ModelDeployment controller: resolves the model (a `Succeeded` FineTuneJob's output, or
+//! The ModelDeployment controller: resolves the model (a FineTuneJob's output as the operator's
+//! evaluation judged it — see [`crate::controller::training`] — or
 //! an artifact by URI and digest), runs `modelcommons-trainer serve` as an `apps/v1`
 //! Deployment with the API-key Secrets mounted and the rate limits as flags, a Service in front,
 //! and reports the endpoint URL, ready replicas and the revision (the model digest).
@@ -134,8 +135,13 @@ pub async fn observe(
     } else {
         (None, None)
     };
+    let trained = match &ftj {
+        Some(f) => crate::controller::training::verify(&c.ctx, f).await?,
+        None => None,
+    };
     Ok(decide::Observed {
         ftj,
+        trained,
         stable: get(&c.deployments, ns, &name),
         canary: get(&c.deployments, ns, &format!("{name}-canary")),
         services,

@@ -16,6 +16,7 @@ use modelcommons_crds::deployment::{
 };
 
 use super::decide::{Apply, Decision, Env, Kind, Observed, decide, split_replicas};
+use crate::controller::training::{Judged, OnChain, Verified};
 use crate::runtime::gateway::HTTPRoute;
 
 const MD: &str = include_str!("fixtures/modeldeployment.yaml");
@@ -51,6 +52,16 @@ impl World {
             md: yaml(MD),
             seen: Observed {
                 ftj: Some(yaml(FTJ)),
+                trained: Some(Verified {
+                    judged: Judged {
+                        generation: 1,
+                        model_uri: "pvc://models/clause-review-v1".into(),
+                        model_digest: OLD.into(),
+                        passed: true,
+                        dataset_root: None,
+                    },
+                    chain: OnChain::NoLedger,
+                }),
                 ..Default::default()
             },
             last: None,
@@ -121,15 +132,14 @@ impl World {
         }
     }
 
+    /// The operator's judgment of the FineTuneJob.
+    fn judged(&mut self) -> &mut Judged {
+        &mut self.seen.trained.as_mut().unwrap().judged
+    }
+
+    /// The operator judged a new model of the FineTuneJob, passed.
     fn model(&mut self, digest: &str) {
-        let ftj = self.seen.ftj.as_mut().unwrap();
-        ftj.status
-            .as_mut()
-            .unwrap()
-            .result
-            .as_mut()
-            .unwrap()
-            .model_digest = Some(digest.into());
+        self.judged().model_digest = digest.into();
     }
 
     fn spec(&mut self, edit: impl FnOnce(&mut ModelDeployment)) {
@@ -202,9 +212,9 @@ fn kstatus(ready: &str, reason: &str, beside: &'static str) -> (String, String, 
 }
 
 #[test]
-fn new_to_pending_while_the_finetunejob_has_not_succeeded() {
+fn new_to_pending_while_the_operator_has_not_judged_the_finetunejob() {
     let mut w = World::new();
-    w.seen.ftj.as_mut().unwrap().status = None;
+    w.seen.trained = None;
     let d = w.step();
     assert!(
         d.apply.is_empty() && d.delete.is_empty(),
@@ -216,23 +226,38 @@ fn new_to_pending_while_the_finetunejob_has_not_succeeded() {
         w.kstatus(),
         kstatus("False", reason::MODEL_NOT_READY, RECONCILING)
     );
-    assert!(w.cond(READY).unwrap().2.contains("once it has Succeeded"));
+    assert!(
+        w.cond(READY)
+            .unwrap()
+            .2
+            .contains("FineTuneJob clause-review-lora (Succeeded) has no result of the operator's evaluation yet"),
+        "{:?}",
+        w.cond(READY)
+    );
 }
 
 #[test]
 fn new_to_pending_stalled_when_the_model_cannot_be_served() {
     type Setup = fn(&mut World);
-    let cases: [(&str, Setup); 4] = [
+    let cases: [(&str, Setup); 6] = [
         (reason::MODEL_NOT_FOUND, |w| w.seen.ftj = None),
+        (reason::MODEL_TARGETS_MISSED, |w| w.judged().passed = false),
+        (reason::LINEAGE_MISMATCH, |w| {
+            w.seen.trained.as_mut().unwrap().chain = OnChain::Recorded {
+                job_id: "0x01".into(),
+                model_digest: NEW.into(),
+                passed: true,
+            }
+        }),
         (reason::SOURCE_NOT_SUPPORTED, |w| {
             w.md.spec.model_ref.fine_tune_job = None;
             w.md.spec.model_ref.rlhf_round = Some("round-1".into());
         }),
         (reason::STORAGE_UNSUPPORTED, |w| {
-            w.seen.ftj.as_mut().unwrap().spec.output_uri = "s3://models/x".into();
+            w.judged().model_uri = "s3://models/x".into();
         }),
         (reason::HOST_PATH_REFUSED, |w| {
-            w.seen.ftj.as_mut().unwrap().spec.output_uri = "file:///etc".into();
+            w.judged().model_uri = "file:///etc".into();
         }),
     ];
     for (why, setup) in cases {
@@ -243,6 +268,64 @@ fn new_to_pending_stalled_when_the_model_cannot_be_served() {
         assert_eq!(w.phase(), Phase::Pending, "{why}");
         assert_eq!(w.kstatus(), kstatus("False", why, STALLED), "{why}");
     }
+}
+
+/// What the job's status says (Succeeded, with another digest) decides nothing: the server
+/// loads the weights the operator's evaluation judged, and with a ledger only once the chain
+/// has the same record.
+#[test]
+fn the_operators_judgment_not_the_jobs_status_names_the_model() {
+    let mut w = World::new();
+    let st = w.seen.ftj.as_mut().unwrap().status.as_mut().unwrap();
+    st.result.as_mut().unwrap().model_digest = Some(NEW.into());
+    w.seen.trained.as_mut().unwrap().chain = OnChain::Missing {
+        job_id: "0x01".into(),
+    };
+    let d = w.step();
+    assert!(
+        d.apply.is_empty(),
+        "nothing before the chain has the record"
+    );
+    assert_eq!(
+        w.kstatus(),
+        kstatus("False", reason::MODEL_NOT_READY, RECONCILING)
+    );
+    assert!(
+        w.cond(READY)
+            .unwrap()
+            .2
+            .contains("ModelRegistry.trainings(0x01)")
+    );
+    w.seen.trained.as_mut().unwrap().chain = OnChain::Recorded {
+        job_id: "0x01".into(),
+        model_digest: OLD.to_uppercase(),
+        passed: true,
+    };
+    w.step();
+    assert_eq!(w.phase(), Phase::Rolling);
+    let st = w.md.status.clone().unwrap();
+    assert_eq!(
+        st.latest_revision.as_deref(),
+        Some(OLD),
+        "the judged digest"
+    );
+    let Some(Apply::Deployment(dep)) = w.last.as_ref().unwrap().apply.first() else {
+        panic!("the server Deployment is applied")
+    };
+    let args = dep
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    let at = args.iter().position(|a| a == "--expect-sha256").unwrap();
+    assert_eq!(args[at + 1], OLD, "the server checks the judged weights");
 }
 
 #[test]

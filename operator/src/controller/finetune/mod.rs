@@ -236,7 +236,8 @@ async fn patch_job(
     Ok(())
 }
 
-/// The operator's evaluation of a finished job, then its record on chain.
+/// The operator's evaluation of a finished job, then its records: in the trusted namespace
+/// ([`crate::controller::training`]) and on chain.
 async fn judge(
     ftj: &FineTuneJob,
     seen: &Observed,
@@ -252,6 +253,15 @@ async fn judge(
         Evaluated::Failed(r, message) => return Ok(decide::evaluating(extra, Some(r), message)),
     };
     let judged = decide::judge(ftj, admitted, &out, env);
+    // The operator's record first: what a ModelDeployment of this job serves.
+    let record = crate::controller::training::Judged {
+        generation: ftj.metadata.generation.unwrap_or(0),
+        model_uri: ftj.spec.output_uri.clone(),
+        model_digest: out.model_digest.clone(),
+        passed: judged.met,
+        dataset_root: admitted.dataset_root.clone(),
+    };
+    crate::controller::training::record(ctx, ftj, &record).await?;
     let chain = match &ctx.ledger {
         Some(h) => {
             let p = seen.proposal.as_ref();
