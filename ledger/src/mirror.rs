@@ -232,13 +232,11 @@ pub struct RecordTraining {
     pub passed: bool,
 }
 
-/// A training result as the registry holds it (`ModelRegistry.trainings`).
+/// What a ModelDeployment checks of a training result the registry holds
+/// (`ModelRegistry.trainings`): the digest of the evaluated weights, and whether they passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrainingRecord {
-    pub model_id: B256,
-    pub dataset_root: B256,
     pub model_digest: B256,
-    pub metrics_hash: B256,
     pub passed: bool,
 }
 
@@ -639,10 +637,7 @@ impl Ledger {
             .await
             .map_err(call_error("ModelRegistry", "trainings", registry))?;
         Ok((t.recordedAt != 0).then_some(TrainingRecord {
-            model_id: t.modelId,
-            dataset_root: t.datasetRoot,
             model_digest: t.modelDigest,
-            metrics_hash: t.metricsHash,
             passed: t.passed,
         }))
     }

@@ -102,15 +102,13 @@ pub struct Verified {
     pub chain: OnChain,
 }
 
-/// The latest judgment of `ftj` and, with a ledger, its record on chain (read only for a
-/// judgment that passed: one that did not serves nothing either way).
+/// The latest judgment of `ftj` and, with a ledger, its record on chain.
 pub async fn verify(ctx: &Context, ftj: &FineTuneJob) -> Result<Option<Verified>, Error> {
     let Some(judged) = latest(ctx, ftj).await? else {
         return Ok(None);
     };
     let chain = match &ctx.ledger {
         None => OnChain::NoLedger,
-        Some(_) if !judged.passed => OnChain::NoLedger,
         Some(h) => {
             let id =
                 crate::ledger::ids::training_id(&ftj.uid().unwrap_or_default(), judged.generation);

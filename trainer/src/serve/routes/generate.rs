@@ -48,14 +48,7 @@ pub async fn completions(
     Extension(caller): Extension<Caller>,
     body: Result<OpenAiJson<CompletionRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let arrived = Instant::now();
-    if let Some(e) = s.not_ready() {
-        return Err(e);
-    }
-    s.admit(&caller)?;
-    let OpenAiJson(req) = body?;
-    let plan = plan_completion(&s.model, req)?;
-    generate(&s, caller, Endpoint::Completions, plan, arrived).await
+    answer(s, caller, body, Endpoint::Completions, plan_completion).await
 }
 
 /// `POST /v1/chat/completions`.
@@ -64,14 +57,26 @@ pub async fn chat_completions(
     Extension(caller): Extension<Caller>,
     body: Result<OpenAiJson<ChatRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
+    answer(s, caller, body, Endpoint::Chat, plan_chat).await
+}
+
+/// Both endpoints: readiness, then the caller's rate limits, then the body, then the plan
+/// (each refusal before any later step runs), then the generation.
+async fn answer<R>(
+    s: Arc<Shared>,
+    caller: Caller,
+    body: Result<OpenAiJson<R>, ApiError>,
+    endpoint: Endpoint,
+    plan: fn(&str, R) -> Result<Plan, ApiError>,
+) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     if let Some(e) = s.not_ready() {
         return Err(e);
     }
     s.admit(&caller)?;
     let OpenAiJson(req) = body?;
-    let plan = plan_chat(&s.model, req)?;
-    generate(&s, caller, Endpoint::Chat, plan, arrived).await
+    let plan = plan(&s.model, req)?;
+    generate(&s, caller, endpoint, plan, arrived).await
 }
 
 impl From<JobError> for ApiError {
