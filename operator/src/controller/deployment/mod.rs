@@ -68,6 +68,18 @@ pub struct Caches {
     hpas: Store<HorizontalPodAutoscaler>,
 }
 
+impl Caches {
+    /// Whether every cache has been filled by its first list: before that a cache is empty,
+    /// and "no FineTuneJob" or "no Deployment yet" would be wrong.
+    fn ready(&self) -> bool {
+        use futures::FutureExt;
+        self.ftjs.wait_until_ready().now_or_never().is_some()
+            && self.deployments.wait_until_ready().now_or_never().is_some()
+            && self.services.wait_until_ready().now_or_never().is_some()
+            && self.hpas.wait_until_ready().now_or_never().is_some()
+    }
+}
+
 impl AsRef<Context> for Caches {
     fn as_ref(&self) -> &Context {
         &self.ctx
@@ -80,6 +92,9 @@ pub async fn reconcile(md: Arc<ModelDeployment>, c: Arc<Caches>) -> Result<Actio
         let ns = md
             .namespace()
             .ok_or_else(|| Error::Invalid("ModelDeployment without a namespace".into()))?;
+        if !c.ready() {
+            return Ok(Action::requeue(std::time::Duration::from_millis(200)));
+        }
         let seen = observe(&md, &ns, &c).await?;
         let cfg = &c.ctx.config;
         let env = decide::Env {
